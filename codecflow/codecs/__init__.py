@@ -1,0 +1,1 @@
+"""Codecs: one interface for classical and learned codecs (see base.py)."""

@@ -1,0 +1,241 @@
+"""The codec interface, the data it works on, and the codec registry.
+
+Pictures travel as `Frame`s: either I420 planes (``yuv420p``: Y, U, V, chroma of size
+ceil(W/2) x ceil(H/2)) or one interleaved RGB plane (``rgb24``: H x W x 3). A `Unit` is the
+independent piece of work (a frame, a stereo pair, or a closed GOP). A codec turns a Unit into a
+`CodedUnit`: one `Record` per frame (per pair for stereo) plus the reconstruction the decoder will
+produce, and turns records back into frames.
+
+Stages never know which codec they run: they call `create_codec(name, ...)`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from codecflow.errors import CodecError
+
+PIX_FMTS = ("yuv420p", "rgb24")
+UNIT_KINDS = ("frame", "pair", "gop")
+
+# Record flags (see docs/bitstream.md)
+FLAG_INTRA = 0x01
+FLAG_UNIT_END = 0x02  # last record of its unit: a reader knows the unit is whole
+FLAG_BASE_LAYER = 0x04
+FLAG_ENH_LAYER = 0x08
+FLAG_VIEW_RIGHT = 0x10
+
+
+@dataclass
+class Frame:
+    """One picture. ``planes`` are C-contiguous uint8 arrays."""
+
+    fmt: str
+    planes: list
+
+    @property
+    def width(self) -> int:
+        return int(self.planes[0].shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.planes[0].shape[0])
+
+    @staticmethod
+    def yuv420(y: np.ndarray, u: np.ndarray, v: np.ndarray) -> "Frame":
+        return Frame("yuv420p", [np.ascontiguousarray(p, dtype=np.uint8) for p in (y, u, v)])
+
+    @staticmethod
+    def rgb(rgb: np.ndarray) -> "Frame":
+        if rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"RGB frame must be HxWx3, got shape {rgb.shape}")
+        return Frame("rgb24", [np.ascontiguousarray(rgb, dtype=np.uint8)])
+
+    def crc32(self) -> int:
+        crc = 0
+        for p in self.planes:
+            crc = zlib.crc32(np.ascontiguousarray(p).data, crc)
+        return crc & 0xFFFFFFFF
+
+
+def frames_crc32(frames: list[Frame]) -> int:
+    crc = 0
+    for f in frames:
+        for p in f.planes:
+            crc = zlib.crc32(np.ascontiguousarray(p).data, crc)
+    return crc & 0xFFFFFFFF
+
+
+def chroma_size(width: int, height: int) -> tuple[int, int]:
+    return (width + 1) // 2, (height + 1) // 2
+
+
+@dataclass
+class StreamInfo:
+    """What a decoder needs to know about a stream (it goes into the .cfl file header)."""
+
+    width: int
+    height: int
+    pix_fmt: str = "yuv420p"
+    views: int = 1
+    fps: float = 30.0
+    unit_kind: str = "frame"
+    gop: int = 1
+    matrix: str = "bt709"
+    range: str = "limited"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Unit:
+    """The independent piece of work. frames: 1 (frame), 2 (pair: left, right) or N (gop)."""
+
+    kind: str
+    seq: int
+    stream: str
+    frames: list
+    info: StreamInfo
+    pts: float = 0.0
+    first_frame: int = 0  # index of frames[0] within its stream
+    index: int = 0  # index of this unit within its stream (the .cfl unit number)
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """One coded record of a .cfl file (one frame, or one stereo pair holding both views)."""
+
+    frame_index: int
+    flags: int
+    payload: bytes
+    recon_crc: int
+
+
+@dataclass
+class CodedUnit:
+    kind: str
+    seq: int
+    stream: str
+    records: list
+    recon: list  # list[Frame]: what the decoder reconstructs from the records
+    info: StreamInfo
+    first_frame: int = 0
+    index: int = 0
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(len(r.payload) for r in self.records)
+
+
+class Codec:
+    """Interface shared by classical and learned codecs.
+
+    Subclasses set ``name``, ``version``, ``unit_kinds`` (the unit kinds they accept, the first
+    is the default) and implement `encode` and `decode`. ``q`` is 0..63 for every codec:
+    higher q = higher quality, more bytes.
+    """
+
+    name: str = ""
+    version: str = "1"
+    unit_kinds: tuple = ("frame", "pair")
+    input_fmt: str = "any"  # the pixel format the codec works in natively: yuv420p, rgb24, any
+
+    def __init__(self, q: int = 32, device: str = "cpu", **params):
+        check_q(q)
+        self.q = int(q)
+        self.device = device
+        self.params = params
+
+    @property
+    def weights_id(self) -> str:
+        """Short sha256 of the weights the codec runs (learned codecs); '' for classical ones."""
+        return ""
+
+    def encode(self, unit: Unit) -> CodedUnit:
+        raise NotImplementedError
+
+    def decode(self, records: list, info: StreamInfo, kind: str) -> list:
+        """Records of one unit -> list[Frame] (len 1, 2 for a pair, or N for a gop)."""
+        raise NotImplementedError
+
+    def header(self) -> dict:
+        """Codec fields for the .cfl header."""
+        return {"codec": self.name, "codec_version": self.version, "weights": self.weights_id,
+                "q": self.q}
+
+
+def check_q(q) -> None:
+    if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 0 <= int(q) <= 63:
+        raise CodecError(f"codec.q must be an integer in 0..63, got {q!r}")
+
+
+# ----------------------------------------------------------------------------------- registry
+# name -> "module:Class". Modules are imported lazily so that importing the registry never
+# pulls in torch (only encode/decode stages may import torch).
+_REGISTRY: dict[str, str] = {
+    "x264": "codecflow.codecs.classical.pyav_codecs:X264",
+    "x265": "codecflow.codecs.classical.pyav_codecs:X265",
+    "x265-intra": "codecflow.codecs.classical.pyav_codecs:X265Intra",
+    "jpeg": "codecflow.codecs.classical.opencv_codecs:Jpeg",
+    "webp": "codecflow.codecs.classical.opencv_codecs:Webp",
+    "learned-intra": "codecflow.codecs.learned.intra:LearnedIntra",
+}
+# Unit kinds each codec accepts, known without importing it (config validation uses this).
+_UNIT_KINDS: dict[str, tuple] = {
+    "x264": ("gop",),
+    "x265": ("gop",),
+    "x265-intra": ("frame", "pair", "gop"),
+    "jpeg": ("frame", "pair", "gop"),
+    "webp": ("frame", "pair", "gop"),
+    "learned-intra": ("frame", "pair", "gop"),
+}
+ZOO_PREFIX = "compressai:"
+
+
+def register(name: str, target: str, unit_kinds: tuple) -> None:
+    _REGISTRY[name] = target
+    _UNIT_KINDS[name] = tuple(unit_kinds)
+
+
+def codec_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def is_known(name: str) -> bool:
+    return name in _REGISTRY or name.startswith(ZOO_PREFIX)
+
+
+def codec_unit_kinds(name: str) -> tuple:
+    if name.startswith(ZOO_PREFIX):
+        return ("frame", "pair", "gop")
+    if name not in _UNIT_KINDS:
+        raise CodecError(f"unknown codec {name!r}; known codecs: {', '.join(codec_names())} "
+                         f"(or {ZOO_PREFIX}<zoo model name>)")
+    return _UNIT_KINDS[name]
+
+
+def codec_class(name: str) -> Callable:
+    if name.startswith(ZOO_PREFIX):
+        target = "codecflow.codecs.learned.zoo:ZooCodec"
+    elif name in _REGISTRY:
+        target = _REGISTRY[name]
+    else:
+        codec_unit_kinds(name)  # raises the clear error
+        raise AssertionError
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def create_codec(name: str, q: int = 32, device: str = "cpu", **params) -> Codec:
+    cls = codec_class(name)
+    if name.startswith(ZOO_PREFIX):
+        return cls(name[len(ZOO_PREFIX):], q=q, device=device, **params)
+    return cls(q=q, device=device, **params)

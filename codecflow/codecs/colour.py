@@ -1,0 +1,108 @@
+"""Colour conversion between I420 (yuv420p) and RGB, BT.601 / BT.709, limited / full range.
+
+Used wherever a codec works in a different space than its source (learned codecs and JPEG/WebP
+work in RGB; YUV sources are converted with the stream's matrix and range, and the recon YUV sink
+converts back with the same ones). Chroma: bilinear up-sampling, 2x2 box down-sampling.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from codecflow.codecs.base import Frame, chroma_size
+from codecflow.errors import ConfigError
+
+MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+RANGES = ("limited", "full")
+
+
+def _coeffs(matrix: str):
+    if matrix not in MATRICES:
+        raise ConfigError(f"colour matrix must be one of {sorted(MATRICES)}, got {matrix!r}")
+    kr, kb = MATRICES[matrix]
+    return kr, 1.0 - kr - kb, kb
+
+
+def _range(rng: str):
+    if rng not in RANGES:
+        raise ConfigError(f"colour range must be one of {list(RANGES)}, got {rng!r}")
+    # (y scale, y offset, c scale)
+    return (219.0, 16.0, 224.0) if rng == "limited" else (255.0, 0.0, 255.0)
+
+
+def rgb_to_yuv444(rgb: np.ndarray, matrix: str = "bt709", rng: str = "limited") -> np.ndarray:
+    """uint8 HxWx3 RGB -> float32 HxWx3 (Y, Cb, Cr) in 8-bit code values (not rounded)."""
+    kr, kg, kb = _coeffs(matrix)
+    ys, yo, cs = _range(rng)
+    x = rgb.astype(np.float32) / 255.0
+    y = kr * x[..., 0] + kg * x[..., 1] + kb * x[..., 2]
+    cb = (x[..., 2] - y) / (2.0 * (1.0 - kb))
+    cr = (x[..., 0] - y) / (2.0 * (1.0 - kr))
+    return np.stack([y * ys + yo, cb * cs + 128.0, cr * cs + 128.0], axis=-1)
+
+
+def yuv444_to_rgb(yuv: np.ndarray, matrix: str = "bt709", rng: str = "limited") -> np.ndarray:
+    """float HxWx3 (Y, Cb, Cr) code values -> uint8 RGB."""
+    kr, kg, kb = _coeffs(matrix)
+    ys, yo, cs = _range(rng)
+    y = (yuv[..., 0].astype(np.float32) - yo) / ys
+    cb = (yuv[..., 1].astype(np.float32) - 128.0) / cs
+    cr = (yuv[..., 2].astype(np.float32) - 128.0) / cs
+    r = y + 2.0 * (1.0 - kr) * cr
+    b = y + 2.0 * (1.0 - kb) * cb
+    g = (y - kr * r - kb * b) / kg
+    rgb = np.stack([r, g, b], axis=-1) * 255.0
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def rgb_to_i420(rgb: np.ndarray, matrix: str = "bt709", rng: str = "limited") -> Frame:
+    h, w = rgb.shape[:2]
+    yuv = rgb_to_yuv444(rgb, matrix, rng)
+    cw, ch = chroma_size(w, h)
+    chroma = yuv[..., 1:]
+    if w % 2 or h % 2:
+        chroma = np.pad(chroma, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    chroma = chroma.reshape(ch, 2, cw, 2, 2).mean(axis=(1, 3))
+    return Frame.yuv420(_to_u8(yuv[..., 0]), _to_u8(chroma[..., 0]), _to_u8(chroma[..., 1]))
+
+
+def upsample_chroma(plane: np.ndarray, width: int, height: int) -> np.ndarray:
+    ch, cw = plane.shape
+    up = cv2.resize(plane.astype(np.float32), (cw * 2, ch * 2), interpolation=cv2.INTER_LINEAR)
+    return up[:height, :width]
+
+
+def i420_to_yuv444(frame: Frame) -> np.ndarray:
+    y, u, v = frame.planes
+    h, w = y.shape
+    return np.stack([y.astype(np.float32), upsample_chroma(u, w, h), upsample_chroma(v, w, h)],
+                    axis=-1)
+
+
+def i420_to_rgb(frame: Frame, matrix: str = "bt709", rng: str = "limited") -> np.ndarray:
+    return yuv444_to_rgb(i420_to_yuv444(frame), matrix, rng)
+
+
+def to_rgb(frame: Frame, matrix: str = "bt709", rng: str = "limited") -> np.ndarray:
+    """Any Frame -> uint8 HxWx3 RGB."""
+    if frame.fmt == "rgb24":
+        return frame.planes[0]
+    return i420_to_rgb(frame, matrix, rng)
+
+
+def to_i420(frame: Frame, matrix: str = "bt709", rng: str = "limited") -> Frame:
+    if frame.fmt == "yuv420p":
+        return frame
+    return rgb_to_i420(frame.planes[0], matrix, rng)
+
+
+def like(frame_rgb: np.ndarray, target_fmt: str, matrix: str, rng: str) -> Frame:
+    """RGB array -> Frame in the pixel format of the source it came from."""
+    if target_fmt == "rgb24":
+        return Frame.rgb(frame_rgb)
+    return rgb_to_i420(frame_rgb, matrix, rng)

@@ -1,0 +1,208 @@
+"""The `.cfl` bitstream container: one file per stream, append-only, readable while written.
+
+Layout (all integers little-endian; full spec in docs/bitstream.md):
+
+    file   = MAGIC(8) version:u16 header_len:u32 header(msgpack map) header_crc:u32 record*
+    record = body_len:u32 body crc32(body):u32
+    body   = type:u8 flags:u8 unit:u32 frame_index:u32 recon_crc:u32 payload
+
+A reader stops at the first truncated or corrupt record and reports how many whole units it
+read (a unit is whole once its record flagged UNIT_END has been read).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+import msgpack
+
+from codecflow.codecs.base import FLAG_UNIT_END, Record
+from codecflow.errors import ContainerError
+
+MAGIC = b"\x89CFL\r\n\x1a\n"
+FORMAT_VERSION = 1
+REC_CODED = 1
+REC_END = 2
+
+_PREFIX = struct.Struct("<HI")  # version, header_len
+_LEN = struct.Struct("<I")
+_BODY = struct.Struct("<BBIII")  # type, flags, unit, frame_index, recon_crc
+_CRC = struct.Struct("<I")
+MAX_RECORD = 1 << 30
+
+HEADER_KEYS = ("codec", "codec_version", "weights", "width", "height", "views", "pix_fmt",
+               "matrix", "range", "fps", "unit_kind", "gop", "q")
+
+
+def encode_header(header: dict) -> bytes:
+    missing = [k for k in HEADER_KEYS if k not in header]
+    if missing:
+        raise ValueError(f"container header lacks {missing}")
+    blob = msgpack.packb(header, use_bin_type=True)
+    return MAGIC + _PREFIX.pack(FORMAT_VERSION, len(blob)) + blob + _CRC.pack(zlib.crc32(blob))
+
+
+def encode_record(rtype: int, unit: int, rec: Record) -> bytes:
+    body = _BODY.pack(rtype, rec.flags & 0xFF, unit, rec.frame_index, rec.recon_crc) + rec.payload
+    return _LEN.pack(len(body)) + body + _CRC.pack(zlib.crc32(body))
+
+
+class CflWriter:
+    """Writes one stream. Each unit is flushed whole, so a reader (or a crash) sees whole units."""
+
+    def __init__(self, path: str | os.PathLike, header: dict):
+        self.path = os.fspath(path)
+        self._f: BinaryIO = open(self.path, "wb")
+        head = encode_header(header)
+        self._f.write(head)
+        self._f.flush()
+        self.bytes_written = len(head)
+        self.units = 0
+        self.frames = 0
+        self.closed = False
+
+    def write_unit(self, unit: int, records: list[Record]) -> int:
+        """Append the records of one unit; returns the bytes written for it (headers included)."""
+        n = 0
+        for i, rec in enumerate(records):
+            flags = rec.flags | (FLAG_UNIT_END if i == len(records) - 1 else 0)
+            blob = encode_record(REC_CODED, unit, Record(rec.frame_index, flags, rec.payload,
+                                                         rec.recon_crc))
+            self._f.write(blob)
+            n += len(blob)
+        self._f.flush()
+        self.bytes_written += n
+        self.units += 1
+        self.frames = max(self.frames, max((r.frame_index for r in records), default=-1) + 1)
+        return n
+
+    def close(self, frames: int | None = None) -> None:
+        if self.closed:
+            return
+        end = msgpack.packb({"units": self.units, "frames": frames if frames is not None
+                             else self.frames}, use_bin_type=True)
+        blob = encode_record(REC_END, self.units, Record(0, 0, end, 0))
+        self._f.write(blob)
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+        self.bytes_written += len(blob)
+        self.closed = True
+
+    def abort(self) -> None:
+        """Close without an end record (the stream was cut short); whole units stay readable."""
+        if not self.closed:
+            self._f.flush()
+            self._f.close()
+            self.closed = True
+
+
+@dataclass
+class ReadStatus:
+    units: int = 0  # whole units read
+    complete: bool = False  # the end record was read
+    error: str | None = None  # why reading stopped early (truncated / corrupt record)
+    end: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.complete:
+            return f"{self.units} units, stream complete"
+        why = self.error or "no end record (stream still being written, or cut short)"
+        return f"{self.units} whole units decoded; stopped: {why}"
+
+
+class CflReader:
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        try:
+            self._f: BinaryIO = open(self.path, "rb")
+        except FileNotFoundError:
+            raise ContainerError(f"{self.path}: no such file") from None
+        self.header = self._read_header()
+        self.status = ReadStatus()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _read_header(self) -> dict:
+        f = self._f
+        magic = f.read(len(MAGIC))
+        if magic != MAGIC:
+            raise ContainerError(f"{self.path}: not a codecflow .cfl file (bad magic {magic[:8]!r})")
+        pre = f.read(_PREFIX.size)
+        if len(pre) < _PREFIX.size:
+            raise ContainerError(f"{self.path}: file header is truncated")
+        version, hlen = _PREFIX.unpack(pre)
+        if version != FORMAT_VERSION:
+            raise ContainerError(f"{self.path}: .cfl format version {version} is not supported "
+                                 f"(this codecflow reads version {FORMAT_VERSION})")
+        blob = f.read(hlen)
+        crc = f.read(_CRC.size)
+        if len(blob) < hlen or len(crc) < _CRC.size:
+            raise ContainerError(f"{self.path}: file header is truncated")
+        if zlib.crc32(blob) != _CRC.unpack(crc)[0]:
+            raise ContainerError(f"{self.path}: file header is corrupt (CRC mismatch)")
+        return msgpack.unpackb(blob, raw=False)
+
+    def _read_record(self):
+        """-> (type, unit, Record) or None at a clean end of file; sets status.error on damage."""
+        f = self._f
+        pos = f.tell()
+        raw = f.read(_LEN.size)
+        if not raw:
+            return None
+        if len(raw) < _LEN.size:
+            self.status.error = f"truncated record length at byte {pos}"
+            return None
+        (blen,) = _LEN.unpack(raw)
+        if blen < _BODY.size or blen > MAX_RECORD:
+            self.status.error = f"corrupt record at byte {pos} (length {blen})"
+            return None
+        body = f.read(blen)
+        crc = f.read(_CRC.size)
+        if len(body) < blen or len(crc) < _CRC.size:
+            self.status.error = f"truncated record at byte {pos}"
+            return None
+        if zlib.crc32(body) != _CRC.unpack(crc)[0]:
+            self.status.error = f"corrupt record at byte {pos} (CRC mismatch)"
+            return None
+        rtype, flags, unit, fidx, rcrc = _BODY.unpack_from(body)
+        return rtype, unit, Record(fidx, flags, bytes(body[_BODY.size:]), rcrc)
+
+    def units(self) -> Iterator[tuple[int, list[Record]]]:
+        """Yield (unit number, records) for each whole unit, in file order."""
+        pending: list[Record] = []
+        current = None
+        while True:
+            item = self._read_record()
+            if item is None:
+                break
+            rtype, unit, rec = item
+            if rtype == REC_END:
+                self.status.complete = True
+                self.status.end = msgpack.unpackb(rec.payload, raw=False)
+                break
+            if rtype != REC_CODED:
+                self.status.error = f"unknown record type {rtype}"
+                break
+            if current is not None and unit != current:
+                self.status.error = f"unit {current} is missing its last record"
+                break
+            current = unit
+            pending.append(rec)
+            if rec.flags & FLAG_UNIT_END:
+                self.status.units += 1
+                yield unit, pending
+                pending, current = [], None
+        if pending and self.status.error is None:
+            self.status.error = f"unit {current} is incomplete (file cut inside it)"

@@ -1,0 +1,1 @@
+"""Pipeline plumbing: config schema, wire protocol, transport, stage runner, supervisor."""

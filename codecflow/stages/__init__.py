@@ -1,0 +1,1 @@
+"""Pipeline stages: sources, framing into units, encode, decode, sinks."""

@@ -1,0 +1,62 @@
+"""Source interface. A source yields one or more streams; each stream has a fixed geometry and
+yields time instants, each a list of Frames (one view, or [left, right] for stereo).
+
+Sources never import torch. Each source class has a nested dataclass ``Config`` (validated by
+codecflow.pipeline.schema) and is built as ``SourceClass(config, mode)`` where mode is
+"offline" or "live".
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from codecflow.codecs.base import StreamInfo
+from codecflow.errors import ConfigError
+
+
+@dataclass
+class SourceStream:
+    name: str  # stream name (file stem for file/folder sources), used for output file names
+    info: StreamInfo  # width, height, pix_fmt, views, fps, matrix, range (unit_kind/gop unset)
+    frames: Iterator  # yields list[Frame] per time instant (len == info.views)
+    total: int | None = None  # number of instants if known (progress bar), else None
+    meta: dict = field(default_factory=dict)  # e.g. {"path": "..."}
+
+
+class Source:
+    """Base class. ``live`` sources (cameras) never block on a slow pipeline."""
+
+    live = False
+
+    def __init__(self, config, mode: str = "offline"):
+        self.config = config
+        self.mode = mode
+
+    def streams(self) -> Iterator[SourceStream]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+# type name -> "module:Class"
+SOURCE_TYPES = {
+    "yuv": "codecflow.stages.sources.yuv:YuvSource",
+    "video": "codecflow.stages.sources.video:VideoFileSource",
+    "camera": "codecflow.stages.sources.camera:CameraSource",
+    "stereo_rig": "codecflow.stages.sources.stereo_rig:StereoRigSource",
+    "images": "codecflow.stages.sources.images:ImageFolderSource",
+    "stereo_images": "codecflow.stages.sources.images:StereoImageFolderSource",
+    "synthetic_video": "codecflow.stages.sources.synthetic:SyntheticVideoSource",
+    "synthetic_stereo": "codecflow.stages.sources.synthetic:SyntheticStereoSource",
+}
+
+
+def source_class(type_name: str):
+    if type_name not in SOURCE_TYPES:
+        raise ConfigError(f"source.type: must be one of {', '.join(sorted(SOURCE_TYPES))}; "
+                          f"got {type_name!r}")
+    module, cls = SOURCE_TYPES[type_name].split(":")
+    return getattr(importlib.import_module(module), cls)
