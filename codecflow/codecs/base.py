@@ -12,6 +12,7 @@ Stages never know which codec they run: they call `create_codec(name, ...)`.
 from __future__ import annotations
 
 import importlib
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -239,3 +240,73 @@ def create_codec(name: str, q: int = 32, device: str = "cpu", **params) -> Codec
     if name.startswith(ZOO_PREFIX):
         return cls(name[len(ZOO_PREFIX):], q=q, device=device, **params)
     return cls(q=q, device=device, **params)
+
+
+# ------------------------------------------------------------------- per-picture (intra) codecs
+_VIEW_LEN = struct.Struct("<I")
+
+
+def pack_views(parts: list) -> bytes:
+    """Sub-streams of one stereo pair -> one record payload (u32 length before each view)."""
+    return b"".join(_VIEW_LEN.pack(len(p)) + bytes(p) for p in parts)
+
+
+def unpack_views(payload: bytes, views: int) -> list:
+    out, pos = [], 0
+    for i in range(views):
+        if pos + 4 > len(payload):
+            raise CodecError(f"pair payload truncated: view {i} length missing")
+        (n,) = _VIEW_LEN.unpack_from(payload, pos)
+        pos += 4
+        if pos + n > len(payload):
+            raise CodecError(f"pair payload truncated: view {i} needs {n} bytes, "
+                             f"{len(payload) - pos} left")
+        out.append(payload[pos:pos + n])
+        pos += n
+    if pos != len(payload):
+        raise CodecError(f"pair payload has {len(payload) - pos} trailing bytes")
+    return out
+
+
+class PictureCodec(Codec):
+    """A codec that codes each picture on its own (JPEG, WebP, learned intra).
+
+    Subclasses implement `encode_picture(frame, info) -> bytes` and
+    `decode_picture(payload, info) -> Frame` (returning the stream's pix_fmt). This class maps
+    them onto units: frame -> 1 record; pair -> 1 record with both views (`pack_views`);
+    gop -> 1 intra record per frame. The reconstruction is always produced by decoding the
+    payload bytes (the real decode path), and each record carries its CRC.
+    """
+
+    unit_kinds = ("frame", "pair", "gop")
+
+    def encode(self, unit: Unit) -> CodedUnit:
+        records, recon = [], []
+        if unit.kind == "pair":
+            parts = [bytes(self.encode_picture(f, unit.info)) for f in unit.frames]
+            payload = pack_views(parts)
+            views = self.decode_pair(payload, unit.info)
+            records.append(Record(unit.first_frame, FLAG_INTRA, payload, frames_crc32(views)))
+            recon.extend(views)
+        else:
+            for i, f in enumerate(unit.frames):
+                payload = bytes(self.encode_picture(f, unit.info))
+                rec = self.decode_picture(payload, unit.info)
+                records.append(Record(unit.first_frame + i, FLAG_INTRA, payload, rec.crc32()))
+                recon.append(rec)
+        return CodedUnit(unit.kind, unit.seq, unit.stream, records, recon, unit.info,
+                         unit.first_frame, unit.index, dict(unit.meta))
+
+    def decode_pair(self, payload: bytes, info: StreamInfo) -> list:
+        return [self.decode_picture(p, info) for p in unpack_views(payload, 2)]
+
+    def decode(self, records: list, info: StreamInfo, kind: str) -> list:
+        if kind == "pair":
+            return self.decode_pair(records[0].payload, info)
+        return [self.decode_picture(r.payload, info) for r in records]
+
+    def encode_picture(self, frame: Frame, info: StreamInfo) -> bytes:
+        raise NotImplementedError
+
+    def decode_picture(self, payload: bytes, info: StreamInfo) -> Frame:
+        raise NotImplementedError
