@@ -1,0 +1,173 @@
+"""The codecflow command line: run | validate | decode | stage | train | eval.
+
+`python run_pipeline.py CONFIG` is the same as `codecflow run CONFIG`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from codecflow.errors import CodecflowError
+from codecflow.pipeline.stage import setup_logging
+
+log = logging.getLogger("codecflow")
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="pipeline config (YAML)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set codec.q=40 (repeatable)")
+
+
+def cmd_run(args) -> int:
+    from codecflow.pipeline.config import load_config  # noqa: PLC0415
+    from codecflow.pipeline.supervisor import Supervisor  # noqa: PLC0415
+
+    setup_logging("pipeline")
+    cfg = load_config(args.config, args.overrides)
+    return Supervisor(cfg).run()
+
+
+def cmd_validate(args) -> int:
+    from codecflow.pipeline.config import load_config  # noqa: PLC0415
+    from codecflow.stages.sources.base import source_class  # noqa: PLC0415
+
+    cfg = load_config(args.config, args.overrides)
+    source = source_class(cfg.source_type)(cfg.source_config, cfg.mode)  # opens: checks inputs
+    n = 0
+    for stream in source.streams():
+        n += 1
+        if n <= 3:
+            i = stream.info
+            print(f"  stream {stream.name}: {i.width}x{i.height} {i.pix_fmt} views={i.views} "
+                  f"fps={i.fps:g} frames={stream.total if stream.total is not None else '?'}")
+        if source.live or n > 50:
+            break
+    source.close()
+    print(f"{args.config}: OK — source {cfg.source_type} ({cfg.mode}), codec {cfg.codec.name} "
+          f"q={cfg.codec.q}, {cfg.unit_kind} units, {cfg.workers} worker(s), "
+          f"output {cfg.output.dir}")
+    return 0
+
+
+def cmd_stage(args) -> int:
+    from codecflow.pipeline.config import load_config  # noqa: PLC0415
+    from codecflow.pipeline.transport import resolve_endpoints  # noqa: PLC0415
+
+    setup_logging(args.name if args.name != "encode" else f"encode-{args.worker}")
+    cfg = load_config(args.config, args.overrides)
+    endpoints = resolve_endpoints(cfg.transport)
+    if args.name == "source":
+        from codecflow.stages.source_stage import run_source_stage  # noqa: PLC0415
+
+        return run_source_stage(cfg, endpoints)
+    if args.name == "sink":
+        from codecflow.stages.sink_stage import run_sink_stage  # noqa: PLC0415
+
+        return run_sink_stage(cfg, endpoints)
+    from codecflow.stages.encode import run_encode_stage  # noqa: PLC0415
+
+    return run_encode_stage(cfg, endpoints, args.worker)
+
+
+def cmd_decode(args) -> int:
+    from codecflow.stages.decode import decode_paths  # noqa: PLC0415
+
+    results = decode_paths(args.input, args.output, args.reference, args.device)
+    failed = False
+    for r in results:
+        line = (f"{r['file']}: {r['codec']} q={r['q']} {r['frames']} frames, {r['bytes']} bytes, "
+                f"{r['bpp']:.4f} bpp, {r['kbps']:.1f} kbit/s")
+        if "psnr_rgb" in r:
+            line += (f", PSNR-Y {r['psnr_y']:.3f} dB, PSNR-YUV {r['psnr_yuv']:.3f} dB, "
+                     f"PSNR-RGB {r['psnr_rgb']:.3f} dB")
+        print(line)
+        if not r["complete"]:
+            print(f"  warning: {r['status']}", file=sys.stderr)
+            failed = failed or args.strict
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 1 if failed else 0
+
+
+def cmd_train(args) -> int:
+    return args.train_run(args)
+
+
+def cmd_eval(args) -> int:
+    return args.eval_run(args)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """`command`: the sub-command about to run; heavy sub-parsers (train: torch) are only
+    built for it, so `codecflow stage source` never imports torch."""
+    p = argparse.ArgumentParser(prog="codecflow", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run a pipeline")
+    _add_config_args(r)
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a config (and open its input) without running")
+    _add_config_args(v)
+    v.set_defaults(func=cmd_validate)
+
+    d = sub.add_parser("decode", help="decode .cfl file(s) to YUV or PNG")
+    d.add_argument("input", help=".cfl file or folder of .cfl files")
+    d.add_argument("--output", "-o", help="OUT.yuv, or a folder (PNG for image streams)")
+    d.add_argument("--reference", "-r", help="source file/folder: also print PSNR against it")
+    d.add_argument("--device", default="cpu", help="learned codecs: cpu or cuda")
+    d.add_argument("--json", help="also write the results to this JSON file")
+    d.add_argument("--strict", action="store_true",
+                   help="exit non-zero when a file is incomplete (cut short or corrupt)")
+    d.set_defaults(func=cmd_decode)
+
+    s = sub.add_parser("stage", help="run one stage of a pipeline (for multi-host setups)")
+    s.add_argument("name", choices=("source", "encode", "sink"))
+    s.add_argument("--config", required=True, help="pipeline config (YAML)")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable)")
+    s.add_argument("--worker", type=int, default=0, help="encode worker index")
+    s.set_defaults(func=cmd_stage)
+
+    t = sub.add_parser("train", help="train a learned codec (resumable)")
+    tsub = t.add_subparsers(dest="model", required=True)
+    ti = tsub.add_parser("image", help="the learned-intra image codec")
+    if command == "train":
+        from codecflow.training import image as train_image  # noqa: PLC0415 - imports torch
+
+        train_image.add_arguments(ti)
+        ti.set_defaults(func=cmd_train, train_run=train_image.run)
+
+    e = sub.add_parser("eval", help="rate-distortion sweep, BD-rate table and RD plot")
+    if command == "eval":
+        from codecflow.eval import cli as eval_cli  # noqa: PLC0415
+
+        eval_cli.add_arguments(e)
+        e.set_defaults(func=cmd_eval, eval_run=eval_cli.run)
+    return p
+
+
+def main(argv: list | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    # `codecflow CONFIG.yaml` is accepted as `codecflow run CONFIG.yaml`
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        argv = ["run", *argv]
+    parser = build_parser(argv[0] if argv else None)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CodecflowError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

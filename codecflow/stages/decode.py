@@ -1,0 +1,146 @@
+"""Decode .cfl files back to pictures (the `codecflow decode` command), optionally measuring
+PSNR against the source. Imports the codec named in the file header (torch only for learned
+codecs)."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+
+from codecflow.codecs.base import StreamInfo, create_codec
+from codecflow.codecs.container import CflReader
+from codecflow.codecs.decoding import decode_checked
+from codecflow.codecs.metrics import frame_psnr, mean_metrics
+from codecflow.errors import CodecError, CodecflowError
+from codecflow.pipeline import schema
+from codecflow.stages.sinks.recon import ReconWriter
+
+log = logging.getLogger("codecflow.decode")
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+
+
+def header_info(h: dict) -> StreamInfo:
+    return StreamInfo(width=h["width"], height=h["height"], pix_fmt=h["pix_fmt"],
+                      views=h["views"], fps=h["fps"], unit_kind=h["unit_kind"], gop=h["gop"],
+                      matrix=h["matrix"], range=h["range"])
+
+
+def codec_for_header(h: dict, path: str, device: str = "cpu"):
+    try:
+        codec = create_codec(h["codec"], q=h["q"], device=device)
+    except CodecflowError as e:
+        raise CodecError(f"{path}: cannot create codec {h['codec']!r}: {e}") from None
+    if h.get("weights") and codec.weights_id and h["weights"] != codec.weights_id:
+        raise CodecError(f"{path}: coded with {h['codec']} weights {h['weights']}, but the "
+                         f"installed weights are {codec.weights_id}; decode with the same "
+                         f"weights")
+    return codec
+
+
+def _reference_source(ref: str, stream: str, info: StreamInfo):
+    """Open the source frames a stream was coded from: a file, or a folder holding them."""
+    from codecflow.stages.sources.base import source_class  # noqa: PLC0415
+
+    path = ref
+    if os.path.isdir(ref):
+        if info.views == 2:
+            hits = sorted(glob.glob(os.path.join(glob.escape(ref), f"{glob.escape(stream)}_L.*")))
+            if hits:
+                cls = source_class("stereo_images")
+                return cls(schema.parse(cls.Config, {"path": ref,
+                                                     "pattern": f"{stream}_[LR].*"}, "reference"))
+        hits = sorted(glob.glob(os.path.join(glob.escape(ref), f"{glob.escape(stream)}.*")))
+        if not hits:
+            raise CodecError(f"reference folder {ref}: no file named {stream}.* for stream "
+                             f"{stream!r}")
+        path = hits[0]
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".yuv":
+        cls = source_class("yuv")
+        cfg = {"path": path, "width": info.width, "height": info.height, "fps": info.fps,
+               "matrix": info.matrix, "range": info.range}
+    elif ext in IMAGE_EXTS:
+        cls = source_class("images")
+        cfg = {"path": path}
+    else:
+        cls = source_class("video")
+        cfg = {"path": path}
+    return cls(schema.parse(cls.Config, cfg, "reference"))
+
+
+def _reference_frames(ref: str, stream: str, info: StreamInfo):
+    src = _reference_source(ref, stream, info)
+    for st in src.streams():
+        for views in st.frames:
+            yield from views
+        break
+
+
+def decode_file(path: str, output: str | None, reference: str | None = None,
+                device: str = "cpu", recon_format: str = "auto") -> dict:
+    """Decode one .cfl. Returns a result map (frames, units, bytes, psnr..., status)."""
+    with CflReader(path) as reader:
+        h = reader.header
+        info = header_info(h)
+        stream = h.get("stream") or os.path.splitext(os.path.basename(path))[0]
+        codec = codec_for_header(h, path, device)
+        writer = None
+        if output:
+            out_dir, exact = _output_target(output)
+            writer = ReconWriter(out_dir, stream, info, "yuv" if exact else recon_format, None,
+                                 subdir="", exact_name=exact)
+        refs = _reference_frames(reference, stream, info) if reference else None
+        rows, frames = [], 0
+        try:
+            for unit_no, records in reader.units():
+                pics = decode_checked(codec, records, info, info.unit_kind,
+                                      where=f"{path}: unit {unit_no}: ")
+                first = records[0].frame_index
+                if writer:
+                    writer.write(first, pics, info.views)
+                if refs is not None:
+                    for pic in pics:
+                        src = next(refs, None)
+                        if src is None:
+                            raise CodecError(f"reference {reference} has fewer frames than "
+                                             f"{path}")
+                        rows.append(frame_psnr(src, pic, info.matrix, info.range))
+                frames += len(pics) // info.views
+        finally:
+            if writer:
+                writer.close()
+        status = reader.status
+    nbytes = os.path.getsize(path)
+    pixels = info.width * info.height * info.views * frames
+    result = {"file": path, "stream": stream, "codec": h["codec"], "q": h["q"],
+              "frames": frames, "units": status.units, "bytes": nbytes,
+              "bpp": 8.0 * nbytes / pixels if pixels else 0.0,
+              "kbps": 8.0 * nbytes * info.fps / frames / 1000.0 if frames else 0.0,
+              "complete": status.complete, "status": status.describe(),
+              "output": writer.paths if writer else []}
+    result.update(mean_metrics(rows))
+    return result
+
+
+def _output_target(output: str):
+    """-> (folder, exact file stem or None). OUT.yuv names a file, anything else a folder."""
+    if output.endswith(".yuv"):
+        folder = os.path.dirname(os.path.abspath(output))
+        os.makedirs(folder, exist_ok=True)
+        return folder, os.path.basename(output)[:-4]
+    os.makedirs(output, exist_ok=True)
+    return output, None
+
+
+def decode_paths(inp: str, output: str | None, reference: str | None, device: str) -> list:
+    if os.path.isdir(inp):
+        files = sorted(glob.glob(os.path.join(glob.escape(inp), "*.cfl")))
+        if not files:
+            raise CodecError(f"{inp}: no .cfl files in this folder")
+        if output and output.endswith(".yuv"):
+            raise CodecError(f"--output {output}: decoding a folder needs an output folder")
+    else:
+        files = [inp]
+    return [decode_file(f, output, reference, device) for f in files]

@@ -1,0 +1,140 @@
+"""The encode worker process: asks the dispatcher for units, encodes them, sends coded units
+(records, the decoder's reconstruction when a recon sink wants it, PSNR, timings) to the sink.
+
+This is one of the only processes that may import torch (through a learned codec).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import zmq
+
+from codecflow.codecs.base import create_codec
+from codecflow.codecs.metrics import frame_psnr
+from codecflow.errors import CodecflowError
+from codecflow.pipeline import protocol, transport
+from codecflow.pipeline.stage import EXIT_FAILED, EXIT_OK, StopFlag
+
+log = logging.getLogger("codecflow.encode")
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    try:
+        import torch  # noqa: PLC0415 - only encode/decode stages import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def worker_threads(cfg) -> int:
+    if cfg.codec.threads:
+        return cfg.codec.threads
+    return max(1, (os.cpu_count() or 1) // cfg.workers)
+
+
+def make_codec(cfg):
+    name = cfg.codec.name
+    params = dict(cfg.codec.params)
+    device = "cpu"
+    if name.startswith("learned") or name.startswith("compressai:"):
+        device = resolve_device(cfg.codec.device)
+        try:
+            import torch  # noqa: PLC0415
+
+            torch.set_num_threads(worker_threads(cfg))
+        except ImportError:
+            pass
+    elif name in ("x264", "x265", "x265-intra"):
+        params.setdefault("threads", worker_threads(cfg))
+    return create_codec(name, q=cfg.codec.q, device=device, **params)
+
+
+def unit_metrics(unit, coded) -> list:
+    info = unit.info
+    return [frame_psnr(src, rec, info.matrix, info.range)
+            for src, rec in zip(unit.frames, coded.recon)]
+
+
+class Heartbeat(threading.Thread):
+    """Sends heartbeats on its own socket so a long encode does not look like a dead worker."""
+
+    def __init__(self, ctx, endpoint: str, wid: str, interval: float):
+        super().__init__(daemon=True)
+        self.ctx, self.endpoint, self.wid, self.interval = ctx, endpoint, wid, interval
+        self.halt = threading.Event()
+
+    def run(self):
+        s = transport.make_socket(self.ctx, zmq.DEALER, 100, f"{self.wid}-hb".encode())
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(self.endpoint)
+        while not self.halt.wait(self.interval):
+            s.send_multipart(protocol.control("heartbeat", worker=self.wid))
+        s.close()
+
+
+def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
+    stop = StopFlag()
+    wid = f"w{worker_index}-{os.getpid()}"
+    codec = make_codec(cfg)
+    log.info("worker %s ready: codec %s q=%d (%s)", wid, codec.name, codec.q,
+             getattr(codec, "device", "cpu"))
+    ctx = zmq.Context.instance()
+    dealer = transport.make_socket(ctx, zmq.DEALER, cfg.transport.hwm, wid.encode())
+    dealer.connect(endpoints["dispatch"])
+    to_sink = transport.make_socket(ctx, zmq.PUSH, cfg.transport.hwm)
+    to_sink.connect(endpoints["sink"])
+    hb = Heartbeat(ctx, endpoints["dispatch"], wid, cfg.heartbeat.interval)
+    hb.start()
+    with_recon = cfg.output.recon
+    codec_header = codec.header()
+    dealer.send_multipart(protocol.control("ready", worker=wid, credit=cfg.prefetch))
+    code = EXIT_OK
+    try:
+        while not stop.is_set():
+            if not dealer.poll(200):
+                continue
+            frames = dealer.recv_multipart(copy=False)
+            try:
+                h = protocol.unpack_header(frames[0])
+            except protocol.ProtocolError as e:
+                log.error("%s", e)
+                continue
+            if h["kind"] == "stop":
+                break
+            if h["kind"] != "unit":
+                continue
+            unit = protocol.unit_from_msg(h, frames[1:])
+            t0 = time.perf_counter()
+            try:
+                coded = codec.encode(unit)
+            except CodecflowError as e:
+                dealer.send_multipart(protocol.control("error", worker=wid, seq=unit.seq,
+                                                       message=str(e)))
+                code = EXIT_FAILED
+                break
+            t_enc = time.perf_counter() - t0
+            metrics = unit_metrics(unit, coded) if cfg.stats.psnr else []
+            extra = {"codec": codec_header, "metrics": metrics, "encode_s": t_enc,
+                     "worker": wid, "t_read": h.get("t_read", 0.0), "frames_n": len(unit.frames)}
+            to_sink.send_multipart(protocol.coded_to_msg(coded, extra, with_recon), copy=False)
+            dealer.send_multipart(protocol.control("ready", worker=wid, credit=1))
+    except Exception as e:  # noqa: BLE001 - report, then exit non-zero
+        log.exception("worker %s failed", wid)
+        try:
+            dealer.send_multipart(protocol.control("error", worker=wid, seq=-1,
+                                                   message=f"{type(e).__name__}: {e}"))
+        except zmq.ZMQError:
+            pass
+        code = EXIT_FAILED
+    finally:
+        hb.halt.set()
+        dealer.close(linger=1000)
+        to_sink.close(linger=10000)
+    return code

@@ -1,0 +1,300 @@
+"""The sink process: receives coded units, restores order by sequence number, writes the .cfl
+bitstream and the reconstruction, and keeps the stats (live display, JSON lines, summary.json).
+
+Every coded unit is acknowledged to the dispatcher on receipt; duplicates (a unit re-sent after
+its worker was presumed dead) are dropped by sequence number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+
+import zmq
+
+from codecflow.codecs.base import StreamInfo
+from codecflow.codecs.container import CflWriter
+from codecflow.pipeline import protocol, transport
+from codecflow.pipeline.stage import EXIT_OK, StopFlag
+from codecflow.stages.sinks.recon import ReconWriter
+from codecflow.stages.sinks.stats import StreamStats, run_summary, write_json_atomic
+from codecflow.stages.sinks.terminal import TerminalStats
+
+log = logging.getLogger("codecflow.sink")
+
+
+class Sink:
+    def __init__(self, cfg, endpoints: dict, stop: StopFlag):
+        self.cfg = cfg
+        self.stop = stop
+        self.out_dir = cfg.output.dir
+        os.makedirs(self.out_dir, exist_ok=True)
+        self.ctx = zmq.Context.instance()
+        self.pull = transport.make_socket(self.ctx, zmq.PULL, max(cfg.transport.hwm, 1000))
+        transport.bind(self.pull, endpoints["sink"], "sink")
+        self.acks = transport.make_socket(self.ctx, zmq.DEALER, 1000,
+                                          f"sink-{os.getpid()}".encode())
+        self.acks.connect(endpoints["dispatch"])
+        self.buffer: dict[int, tuple] = {}
+        self.next_seq = 0
+        self.streams: dict[str, StreamStats] = {}
+        self.writers: dict[str, CflWriter] = {}
+        self.recons: dict[str, ReconWriter] = {}
+        self.current: str | None = None
+        self.source_stats: dict = {}
+        self.dropped_seen = 0
+        self.final: dict | None = None
+        self.duplicates = 0
+        self.t0 = time.monotonic()
+        self.jsonl = open(os.path.join(self.out_dir, "units.jsonl"), "w") if cfg.output.jsonl \
+            else None
+        self.term = TerminalStats(cfg.stats.terminal, cfg.stats.interval)
+        self.prom = PrometheusExporter(cfg.stats.prometheus_port, self) \
+            if cfg.stats.prometheus_port else None
+
+    # --------------------------------------------------------------------------- receive
+    def _receive(self, frames: list, acks: list) -> None:
+        try:
+            h = protocol.unpack_header(frames[0])
+        except protocol.ProtocolError as e:
+            log.error("%s", e)
+            return
+        kind = h["kind"]
+        if kind == "stats":
+            self.source_stats = h
+            dropped = int(h.get("dropped_frames", 0))
+            if self.current and dropped > self.dropped_seen:
+                self.streams[self.current].dropped += dropped - self.dropped_seen
+            self.dropped_seen = dropped
+            return
+        seq = h.get("seq")
+        if kind == "coded":
+            acks.append(seq)
+        if kind == "eos" and h.get("final"):
+            self.final = h
+            return
+        if seq is None:
+            return
+        if seq < self.next_seq or seq in self.buffer:
+            self.duplicates += 1
+            log.info("duplicate unit seq %d dropped", seq)
+            return
+        self.buffer[seq] = (h, frames[1:])
+
+    def _drain_in_order(self, skip_gaps: bool = False) -> None:
+        while True:
+            if self.next_seq not in self.buffer:
+                if skip_gaps and self.buffer:
+                    missing = min(self.buffer) - self.next_seq
+                    log.warning("%d unit(s) from seq %d never arrived (abandoned at stop)",
+                                missing, self.next_seq)
+                    self.next_seq = min(self.buffer)
+                    continue
+                return
+            h, bufs = self.buffer.pop(self.next_seq)
+            self.next_seq += 1
+            kind = h["kind"]
+            if kind == "stream":
+                self._start_stream(h)
+            elif kind == "eos":
+                self._end_stream(h["stream"], complete=True)
+            elif kind == "coded":
+                self._write_unit(h, bufs)
+
+    # ----------------------------------------------------------------------------- streams
+    def _start_stream(self, h: dict) -> None:
+        name = h["stream"]
+        if name in self.streams:
+            raise RuntimeError(f"stream {name!r} appears twice in one run (duplicate file names?)")
+        self.streams[name] = StreamStats(name, h["info"], h.get("total"), h.get("meta") or {})
+        self.current = name
+        log.info("stream %s: %dx%d %s, %s views, %s frames", name, h["info"]["width"],
+                 h["info"]["height"], h["info"]["pix_fmt"], h["info"]["views"],
+                 h.get("total") or "?")
+
+    def _open_outputs(self, name: str, h: dict) -> None:
+        st = self.streams[name]
+        info = StreamInfo(**h["info"])
+        if self.cfg.output.bitstream:
+            header = dict(h["codec"])
+            header.update({k: getattr(info, k) for k in ("width", "height", "views", "pix_fmt",
+                                                         "matrix", "range", "fps", "unit_kind",
+                                                         "gop")})
+            header["stream"] = name
+            path = os.path.join(self.out_dir, f"{name}.cfl")
+            self.writers[name] = CflWriter(path, header)
+            st.file = path
+        if self.cfg.output.recon and h.get("recon"):
+            self.recons[name] = ReconWriter(self.out_dir, name, info, self.cfg.output.recon_format,
+                                            st.total)
+
+    def _write_unit(self, h: dict, bufs: list) -> None:
+        name = h["stream"]
+        st = self.streams[name]
+        if name not in self.writers and name not in self.recons:
+            self._open_outputs(name, h)
+        coded = protocol.coded_from_msg(h, bufs)
+        views = int(h["info"]["views"])
+        nbytes = 0
+        if name in self.writers:
+            nbytes = self.writers[name].write_unit(coded.index, coded.records)
+        else:
+            nbytes = coded.payload_bytes
+        if name in self.recons and coded.recon:
+            self.recons[name].write(coded.first_frame, coded.recon, views)
+        n_frames = len(coded.recon) // views if coded.recon else int(h.get("frames_n", 1)) // views
+        latency = time.time() - h.get("t_read", time.time())
+        st.add_unit(n_frames, nbytes, h.get("metrics") or [], h.get("encode_s", 0.0), latency)
+        if self.jsonl:
+            row = {"stream": name, "seq": coded.seq, "unit": coded.index,
+                   "first_frame": coded.first_frame, "frames": n_frames, "bytes": nbytes,
+                   "bpp": 8.0 * nbytes / (st.pixels_per_frame * n_frames) if n_frames else 0.0,
+                   "encode_s": h.get("encode_s"), "latency_s": latency, "worker": h.get("worker")}
+            rows = h.get("metrics") or []
+            if rows:
+                for k in rows[0]:
+                    row[k] = sum(r[k] for r in rows) / len(rows)
+            self.jsonl.write(json.dumps(row) + "\n")
+            self.jsonl.flush()
+        self._show()
+
+    def _end_stream(self, name: str, complete: bool) -> None:
+        st = self.streams.get(name)
+        if st is None or st.t_end is not None:
+            return
+        st.t_end = time.monotonic()
+        st.complete = complete
+        w = self.writers.pop(name, None)
+        if w is not None:
+            if complete:
+                w.close(frames=st.frames)
+            else:
+                w.abort()
+            st.bytes = os.path.getsize(w.path)  # bytes actually written, end record included
+        r = self.recons.pop(name, None)
+        if r is not None:
+            r.close()
+            st.recon_files = r.paths
+        self._show(force=True)
+        s = st.summary()
+        log.info("stream %s done: %d frames, %d bytes, %.4f bpp, %.1f kbit/s, PSNR-YUV %s, "
+                 "PSNR-RGB %s", name, s["frames"], s["bytes"], s["bpp"], s["kbps"],
+                 _db(s["psnr_yuv"]), _db(s["psnr_rgb"]))
+
+    # ------------------------------------------------------------------------------ stats
+    def snapshot(self) -> dict:
+        name = self.current
+        st = self.streams.get(name) if name else None
+        ss = self.source_stats
+        base = {"stream": name or "-", "done": 0, "total": None, "fps": 0.0, "kbps": 0.0,
+                "bpp": 0.0, "psnr_yuv": None, "psnr_rgb": None, "encode_ms": 0.0, "latency": 0.0,
+                "queue": ss.get("queue", 0), "inflight": ss.get("inflight", 0),
+                "workers": ss.get("workers", 0), "dropped": ss.get("dropped_frames", 0)}
+        if st is not None:
+            s = st.summary()
+            base.update(done=st.frames, total=st.total, fps=s["fps"], kbps=s["kbps"],
+                        bpp=s["bpp"], psnr_yuv=s["psnr_yuv"], psnr_rgb=s["psnr_rgb"],
+                        encode_ms=s["encode_s_per_frame"], latency=s["latency_s_mean"])
+        return base
+
+    def _show(self, force: bool = False) -> None:
+        self.term.update(self.snapshot(), force)
+
+    # ------------------------------------------------------------------------------- run
+    def run(self) -> int:
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        stop_deadline = None
+        while True:
+            acks: list = []
+            if poller.poll(100):
+                for _ in range(256):
+                    try:
+                        frames = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self._receive(frames, acks)
+            if acks:
+                self.acks.send_multipart(protocol.control("ack", seqs=acks))
+            self._drain_in_order()
+            if self.final is not None:
+                self._drain_in_order(skip_gaps=True)
+                break
+            self._show()
+            if self.stop.is_set():
+                # the supervisor stops the source first; give the final EOS a moment to arrive
+                stop_deadline = stop_deadline or time.monotonic() + 15.0
+                if self.stop.hard.is_set() or time.monotonic() > stop_deadline:
+                    log.warning("stopped before the final EOS arrived")
+                    self._drain_in_order(skip_gaps=True)
+                    break
+        return self.finish()
+
+    def finish(self) -> int:
+        error = (self.final or {}).get("error")
+        for name in list(self.streams):
+            self._end_stream(name, complete=self.final is not None and not error)
+        self.term.close()
+        if self.jsonl:
+            self.jsonl.close()
+        elapsed = time.monotonic() - self.t0
+        summary = run_summary(self.streams, elapsed, int(self.source_stats.get("dropped_frames", 0)),
+                              {"dropped_units": int(self.source_stats.get("dropped_units", 0)),
+                               "resent_units": int(self.source_stats.get("resent", 0)),
+                               "duplicates_dropped": self.duplicates,
+                               "codec": {"name": self.cfg.codec.name, "q": self.cfg.codec.q},
+                               "mode": self.cfg.mode, "workers": self.cfg.workers,
+                               "complete": self.final is not None and not error,
+                               "error": error})
+        write_json_atomic(os.path.join(self.out_dir, "summary.json"), summary)
+        if self.prom:
+            self.prom.close()
+        self.pull.close(linger=0)
+        self.acks.close(linger=1000)
+        return EXIT_OK
+
+
+def _db(x) -> str:
+    return "-" if x is None else f"{x:.2f} dB"
+
+
+class PrometheusExporter:
+    """Optional: serves the live stats as Prometheus text on 127.0.0.1:PORT/metrics."""
+
+    def __init__(self, port: int, sink: Sink):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: PLC0415
+
+        outer = sink
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server API
+                s = outer.snapshot()
+                lines = []
+                for key in ("fps", "kbps", "bpp", "psnr_yuv", "psnr_rgb", "queue", "inflight",
+                            "workers", "dropped", "done"):
+                    v = s.get(key)
+                    if v is not None:
+                        lines.append(f"codecflow_{key} {float(v)}")
+                body = ("\n".join(lines) + "\n").encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def run_sink_stage(cfg, endpoints: dict) -> int:
+    stop = StopFlag()
+    sink = Sink(cfg, endpoints, stop)
+    return sink.run()

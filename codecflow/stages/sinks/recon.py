@@ -1,0 +1,69 @@
+"""Reconstruction sink: what the decoder reproduces, as raw I420 .yuv or PNG files."""
+
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+from codecflow.codecs import colour
+from codecflow.codecs.base import Frame, StreamInfo
+
+
+def write_i420(f, frame: Frame) -> None:
+    for p in frame.planes:
+        f.write(np.ascontiguousarray(p).data)
+
+
+def _fps_tag(fps: float) -> str:
+    return str(int(fps)) if float(fps).is_integer() else f"{fps:g}"
+
+
+class ReconWriter:
+    """Per stream. YUV: <stream>_<W>x<H>_<fps>.yuv (stereo: _L/_R files); PNG: <stream>.png for a
+    single picture, <stream>_<frame:05d>.png for sequences (stereo: _L/_R suffixes)."""
+
+    def __init__(self, out_dir: str, stream: str, info: StreamInfo, fmt: str, total: int | None,
+                 subdir: str = "recon", exact_name: str | None = None):
+        self.info = info
+        self.fmt = ("png" if info.pix_fmt == "rgb24" else "yuv") if fmt == "auto" else fmt
+        self.dir = os.path.join(out_dir, subdir) if subdir else out_dir
+        os.makedirs(self.dir, exist_ok=True)
+        self.stream = stream
+        self.single = total == 1
+        self.paths: list[str] = []
+        self._files = []
+        if self.fmt == "yuv":
+            tag = f"{info.width}x{info.height}_{_fps_tag(info.fps)}"
+            base = exact_name or stream
+            suffix = "" if exact_name else f"_{tag}"
+            names = ([f"{base}_L{suffix}.yuv", f"{base}_R{suffix}.yuv"] if info.views == 2
+                     else [f"{base}{suffix}.yuv"])
+            self.paths = [os.path.join(self.dir, n) for n in names]
+            self._files = [open(p, "wb") for p in self.paths]
+
+    def write(self, first_frame: int, frames: list, views: int) -> None:
+        per_instant = [frames[i:i + views] for i in range(0, len(frames), views)]
+        for k, inst in enumerate(per_instant):
+            n = first_frame + k
+            for v, fr in enumerate(inst):
+                if self.fmt == "yuv":
+                    write_i420(self._files[v], colour.to_i420(fr, self.info.matrix,
+                                                              self.info.range))
+                else:
+                    suffix = ("_L", "_R")[v] if views == 2 else ""
+                    name = (f"{self.stream}{suffix}.png" if self.single
+                            else f"{self.stream}_{n:05d}{suffix}.png")
+                    path = os.path.join(self.dir, name)
+                    rgb = colour.to_rgb(fr, self.info.matrix, self.info.range)
+                    cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    if path not in self.paths and len(self.paths) < 4:
+                        self.paths.append(path)
+        for f in self._files:
+            f.flush()
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []

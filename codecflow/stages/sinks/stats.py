@@ -1,0 +1,99 @@
+"""Stats: per-unit JSON lines, per-stream and run totals, summary.json (see docs/stats.md).
+
+Rate comes from the bytes actually written to the .cfl (file header, record headers, CRCs and
+the end record included). PSNR comes from the reconstruction the decoder produces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+
+PSNR_KEYS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "psnr_rgb")
+
+
+class StreamStats:
+    def __init__(self, name: str, info: dict, total: int | None, meta: dict):
+        self.name, self.info, self.total, self.meta = name, info, total, meta
+        self.units = 0
+        self.frames = 0  # time instants (a stereo pair counts once)
+        self.bytes = 0
+        self.psnr_rows: list = []
+        self.encode_s = 0.0
+        self.latency_s: list = []
+        self.dropped = 0
+        self.t_start = time.monotonic()
+        self.t_end = None
+        self.file = None
+        self.recon_files: list = []
+        self.complete = False
+
+    @property
+    def pixels_per_frame(self) -> int:
+        return int(self.info["width"]) * int(self.info["height"]) * int(self.info["views"])
+
+    def add_unit(self, n_frames: int, nbytes: int, metrics: list, encode_s: float,
+                 latency_s: float) -> None:
+        self.units += 1
+        self.frames += n_frames
+        self.bytes += nbytes
+        self.psnr_rows.extend(metrics)
+        self.encode_s += encode_s
+        self.latency_s.append(latency_s)
+
+    def summary(self) -> dict:
+        elapsed = (self.t_end or time.monotonic()) - self.t_start
+        fps_src = float(self.info.get("fps") or 0.0)
+        d = {"frames": self.frames, "units": self.units, "bytes": self.bytes,
+             "bpp": 8.0 * self.bytes / (self.pixels_per_frame * self.frames) if self.frames else 0.0,
+             "kbps": 8.0 * self.bytes * fps_src / self.frames / 1000.0 if self.frames else 0.0,
+             "fps": self.frames / elapsed if elapsed > 0 else 0.0,
+             "dropped": self.dropped, "elapsed_s": elapsed,
+             "width": self.info["width"], "height": self.info["height"],
+             "views": self.info["views"], "pix_fmt": self.info["pix_fmt"],
+             "source_fps": fps_src, "unit_kind": self.info["unit_kind"],
+             "encode_s_per_frame": self.encode_s / self.frames if self.frames else 0.0,
+             "latency_s_mean": float(np.mean(self.latency_s)) if self.latency_s else 0.0,
+             "file": self.file, "recon": self.recon_files, "complete": self.complete}
+        d.update(mean_psnr(self.psnr_rows))
+        if self.meta.get("path"):
+            d["source"] = self.meta["path"]
+        return d
+
+
+def mean_psnr(rows: list) -> dict:
+    if not rows:
+        return {k: None for k in PSNR_KEYS}
+    return {k: float(np.mean([r[k] for r in rows])) for k in PSNR_KEYS}
+
+
+def run_summary(streams: dict, elapsed: float, dropped_frames: int, extra: dict) -> dict:
+    """Totals over all streams (top level) plus per-stream entries under "streams"."""
+    per = {name: s.summary() for name, s in streams.items()}
+    frames = sum(s.frames for s in streams.values())
+    nbytes = sum(s.bytes for s in streams.values())
+    pixels = sum(s.pixels_per_frame * s.frames for s in streams.values())
+    duration = sum(s.frames / float(s.info.get("fps") or 1.0) for s in streams.values())
+    rows = [r for s in streams.values() for r in s.psnr_rows]
+    total = {"frames": frames, "units": sum(s.units for s in streams.values()), "bytes": nbytes,
+             "bpp": 8.0 * nbytes / pixels if pixels else 0.0,
+             "kbps": 8.0 * nbytes / duration / 1000.0 if duration else 0.0,
+             "fps": frames / elapsed if elapsed > 0 else 0.0,
+             "dropped": dropped_frames, "elapsed_s": elapsed, "streams_count": len(streams)}
+    total.update(mean_psnr(rows))
+    if len(streams) > 1:  # mean of per-stream values, as image benchmarks report them
+        total["mean_stream_bpp"] = float(np.mean([p["bpp"] for p in per.values()]))
+    total.update(extra)
+    total["streams"] = per
+    return total
+
+
+def write_json_atomic(path: str, data: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, default=float)
+        f.write("\n")
+    os.replace(tmp, path)

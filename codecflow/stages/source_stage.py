@@ -1,0 +1,287 @@
+"""The source process: a reader thread (source -> units -> UnitQueue) and the dispatcher.
+
+Dispatcher protocol (docs/protocol.md): workers connect a DEALER to the ``dispatch`` ROUTER and
+send ``ready`` (credit), ``heartbeat`` and ``error``; the sink sends ``ack`` for every coded unit
+it receives. A unit stays in flight until acknowledged; if its worker misses heartbeats for
+``heartbeat.timeout`` seconds the unit is re-sent to another worker. Stream EOS and the final
+EOS are sent straight to the sink with their own sequence numbers, so they arrive in-band.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+
+import zmq
+
+from codecflow.codecs.base import Unit
+from codecflow.errors import CodecflowError
+from codecflow.pipeline import protocol, transport
+from codecflow.pipeline.stage import EXIT_FAILED, EXIT_OK, StopFlag
+from codecflow.stages.framing import frame_groups, stream_info_for
+from codecflow.stages.sources.base import source_class
+from codecflow.stages.unit_queue import UnitQueue
+
+log = logging.getLogger("codecflow.source")
+
+
+def reader(source, cfg, q: UnitQueue, stop: StopFlag, counters: dict) -> None:
+    """Thread: read the source, group frames into units, feed the queue."""
+    units = 0
+    try:
+        for stream in source.streams():
+            info = stream_info_for(stream.info, cfg.unit_kind, cfg.codec.gop)
+            counters["streams"].append({"stream": stream.name, "total": stream.total,
+                                        "meta": stream.meta})
+            q.put(("start", stream.name, info, stream.total, stream.meta))
+            frames_in_stream = 0
+            for frames, first, index in frame_groups(stream.frames, cfg.unit_kind, cfg.codec.gop):
+                counters["frames_read"] += len(frames) // (2 if cfg.unit_kind == "pair" else 1)
+                frames_in_stream = first + (1 if cfg.unit_kind == "pair" else len(frames))
+                item = ("unit", stream.name, frames, info, first, index, time.time(),
+                        dict(stream.meta))
+                if not q.put(item, stop.event):
+                    break
+                units += 1
+                if stop.is_set() or (cfg.max_units and units >= cfg.max_units):
+                    break
+            q.put(("eos", stream.name, frames_in_stream))
+            if stop.is_set() or (cfg.max_units and units >= cfg.max_units):
+                break
+    except CodecflowError as e:
+        q.put(("error", str(e)))
+        return
+    except Exception as e:  # noqa: BLE001 - report any reader failure as a stage failure
+        log.exception("source reader failed")
+        q.put(("error", f"{type(e).__name__}: {e}"))
+        return
+    finally:
+        source.close()
+    q.put(("done",))
+
+
+class Dispatcher:
+    def __init__(self, cfg, endpoints: dict, stop: StopFlag):
+        self.cfg = cfg
+        self.stop = stop
+        self.ctx = zmq.Context.instance()
+        hwm = cfg.transport.hwm
+        self.router = transport.make_socket(self.ctx, zmq.ROUTER, max(hwm, 1000))
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        transport.bind(self.router, endpoints["dispatch"], "dispatch")
+        self.to_sink = transport.make_socket(self.ctx, zmq.PUSH, max(hwm, 1000))
+        self.to_sink.connect(endpoints["sink"])
+        self.workers: dict[str, dict] = {}
+        self.inflight: dict[int, dict] = {}
+        self.resend: collections.deque = collections.deque()
+        self.next_seq = 0
+        self.error: str | None = None
+        self.units_sent = 0
+        self.resent = 0
+
+    # ------------------------------------------------------------------ worker bookkeeping
+    def _worker(self, wid: str) -> dict:
+        w = self.workers.get(wid)
+        if w is None:
+            w = {"ident": None, "credit": 0, "seen": time.monotonic(), "units": set()}
+            self.workers[wid] = w
+            log.info("worker %s joined", wid)
+        return w
+
+    def _handle(self, frames: list) -> None:
+        ident, blob = frames[0], frames[1]
+        try:
+            h = protocol.unpack_header(blob)
+        except protocol.ProtocolError as e:
+            log.error("dispatch: %s", e)
+            return
+        kind = h["kind"]
+        if kind == "ack":
+            for seq in h["seqs"]:
+                entry = self.inflight.pop(seq, None)
+                if entry is not None:
+                    w = self.workers.get(entry["worker"])
+                    if w:
+                        w["units"].discard(seq)
+            return
+        wid = h.get("worker", "?")
+        w = self._worker(wid)
+        w["seen"] = time.monotonic()
+        if kind == "ready":
+            w["ident"] = ident
+            w["credit"] += int(h.get("credit", 1))
+        elif kind == "error":
+            seq = h.get("seq")
+            self.error = (f"stage encode (worker {wid}) failed on unit seq {seq}: "
+                          f"{h.get('message')}")
+            log.error(self.error)
+
+    def _reap_dead_workers(self) -> None:
+        now = time.monotonic()
+        for wid, w in list(self.workers.items()):
+            if now - w["seen"] > self.cfg.heartbeat.timeout:
+                log.warning("worker %s silent for %.1fs: presumed dead; re-sending %d unit(s)",
+                            wid, now - w["seen"], len(w["units"]))
+                for seq in sorted(w["units"], reverse=True):
+                    if seq in self.inflight:
+                        self.resend.appendleft(seq)
+                        self.resent += 1
+                del self.workers[wid]
+
+    def _send_to_worker(self, seq: int) -> bool:
+        entry = self.inflight[seq]
+        for wid, w in self.workers.items():
+            if w["credit"] > 0 and w["ident"] is not None:
+                try:
+                    self.router.send_multipart([w["ident"], *entry["msg"]], copy=False)
+                except zmq.ZMQError:  # worker gone (ROUTER_MANDATORY)
+                    w["credit"] = 0
+                    continue
+                w["credit"] -= 1
+                w["units"].add(seq)
+                entry["worker"] = wid
+                entry["sent"] = time.monotonic()
+                return True
+        return False
+
+    def _has_credit(self) -> bool:
+        return any(w["credit"] > 0 and w["ident"] is not None for w in self.workers.values())
+
+    # ------------------------------------------------------------------------- main loop
+    def run(self, q: UnitQueue, counters: dict) -> int:
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        source_done = False
+        last_stats = 0.0
+        drain_deadline = None
+        while True:
+            for _ in range(64):
+                if not poller.poll(0):
+                    break
+                self._handle(self.router.recv_multipart(copy=False))
+            if self.error:
+                break
+            self._reap_dead_workers()
+            # re-sends first, then new units while some worker has credit
+            while self.resend and self._has_credit():
+                seq = self.resend[0]
+                if seq not in self.inflight or self._send_to_worker(seq):
+                    self.resend.popleft()
+                else:
+                    break
+            while not source_done and not self.resend and self._has_credit():
+                item = q.get_nowait()
+                if item is None:
+                    break
+                source_done = self._take(item)
+            if self.error:
+                break
+            now = time.monotonic()
+            if now - last_stats >= self.cfg.stats.interval:
+                last_stats = now
+                self._send_stats(q, counters)
+            if source_done and not self.inflight and not self.resend:
+                break
+            if self.stop.is_set():
+                q.close()
+                if drain_deadline is None:
+                    drain_deadline = now + max(10.0, 3 * self.cfg.heartbeat.timeout)
+                    log.info("stopping: draining %d unit(s) in flight", len(self.inflight))
+                if self.stop.hard.is_set() or now > drain_deadline:
+                    log.warning("stop: %d unit(s) in flight abandoned", len(self.inflight))
+                    break
+                # drain what the reader already queued; the reader stops on its own
+                while not source_done:
+                    item = q.get_nowait()
+                    if item is None:
+                        break
+                    if item[0] == "unit":
+                        continue  # not yet sent: dropped by the stop
+                    source_done = self._take(item)
+            poller.poll(5 if (self._has_credit() and len(q)) else 20)
+        self._send_stats(q, counters)
+        final = {"final": True, "seq": self.next_seq}
+        if self.error:
+            final["error"] = self.error
+        self.to_sink.send_multipart(protocol.control("eos", **final))
+        self._stop_workers()
+        return EXIT_FAILED if self.error else EXIT_OK
+
+    def _take(self, item: tuple) -> bool:
+        """Handle one item from the reader; True when the source is finished."""
+        kind = item[0]
+        if kind == "unit":
+            _, stream, frames, info, first, index, t_read, meta = item
+            seq = self.next_seq
+            self.next_seq += 1
+            unit = Unit(info.unit_kind, seq, stream, frames, info, first / max(info.fps, 1e-9),
+                        first, index, meta)
+            self.inflight[seq] = {"msg": protocol.unit_to_msg(unit, t_read), "worker": None,
+                                  "sent": 0.0}
+            self.units_sent += 1
+            if not self._send_to_worker(seq):
+                self.resend.append(seq)
+            return False
+        if kind == "start":
+            _, stream, info, total, meta = item
+            seq = self.next_seq
+            self.next_seq += 1
+            self.to_sink.send_multipart(protocol.control(
+                "stream", seq=seq, stream=stream, info=info.to_dict(), total=total, meta=meta))
+            return False
+        if kind == "eos":
+            _, stream, frames = item
+            seq = self.next_seq
+            self.next_seq += 1
+            self.to_sink.send_multipart(protocol.control("eos", seq=seq, stream=stream,
+                                                         frames=frames))
+            return False
+        if kind == "error":
+            self.error = f"stage source failed: {item[1]}"
+            log.error(self.error)
+            return True
+        return True  # done
+
+    def _send_stats(self, q: UnitQueue, counters: dict) -> None:
+        self.to_sink.send_multipart(protocol.control(
+            "stats", stage="source", queue=len(q), inflight=len(self.inflight),
+            workers=len(self.workers), dropped_units=q.dropped_units,
+            dropped_frames=q.dropped_frames, frames_read=counters["frames_read"],
+            resent=self.resent))
+
+    def _stop_workers(self) -> None:
+        for w in self.workers.values():
+            if w["ident"] is not None:
+                try:
+                    self.router.send_multipart([w["ident"], *protocol.control("stop")])
+                except zmq.ZMQError:
+                    pass
+
+    def close(self) -> None:
+        self.router.close(linger=500)
+        self.to_sink.close(linger=5000)
+
+
+def run_source_stage(cfg, endpoints: dict) -> int:
+    stop = StopFlag()
+    cls = source_class(cfg.source_type)
+    source = cls(cfg.source_config, cfg.mode)  # opens files/devices: fails before any output
+    ready_fd = os.environ.pop("CODECFLOW_READY_FD", None)
+    if ready_fd:  # tell the supervisor the input is open and valid
+        os.write(int(ready_fd), b"1")
+        os.close(int(ready_fd))
+    q = UnitQueue(cfg.queue, live=cfg.mode == "live")
+    counters = {"frames_read": 0, "streams": []}
+    dispatcher = Dispatcher(cfg, endpoints, stop)
+    t = threading.Thread(target=reader, args=(source, cfg, q, stop, counters), daemon=True)
+    t.start()
+    try:
+        code = dispatcher.run(q, counters)
+    finally:
+        q.close()
+        stop.event.set()
+        dispatcher.close()
+    return code

@@ -1,0 +1,65 @@
+"""The buffer between the source's reader thread and the dispatcher.
+
+offline: lossless backpressure (the reader waits while the buffer is full).
+live: the reader never waits; when the buffer is full the oldest pending *unit* is dropped and
+counted (stream markers are never dropped), which keeps latency bounded.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+
+class UnitQueue:
+    def __init__(self, capacity: int, live: bool):
+        self.capacity = max(1, capacity)
+        self.live = live
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self.dropped_units = 0
+        self.dropped_frames = 0
+        self.closed = False
+
+    def _units(self) -> int:
+        return sum(1 for it in self._items if it[0] == "unit")
+
+    def put(self, item: tuple, stop: threading.Event | None = None) -> bool:
+        """Add an item; False if the queue was closed (pipeline stopping) while waiting."""
+        with self._cond:
+            if item[0] == "unit":
+                if self.live:
+                    while self._units() >= self.capacity:
+                        for i, it in enumerate(self._items):
+                            if it[0] == "unit":
+                                del self._items[i]
+                                self.dropped_units += 1
+                                self.dropped_frames += len(it[2])
+                                break
+                else:
+                    while self._units() >= self.capacity and not self.closed:
+                        if stop is not None and stop.is_set():
+                            return False
+                        self._cond.wait(0.1)
+            if self.closed:
+                return False
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get_nowait(self):
+        with self._cond:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def __len__(self) -> int:
+        with self._cond:
+            return self._units()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()

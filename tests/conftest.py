@@ -1,0 +1,56 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def run_cli(*args, timeout=300, cwd=ROOT, check=False, **kw):
+    """Run `python -m codecflow.cli ARGS` as a real process."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    proc = subprocess.run([sys.executable, "-m", "codecflow.cli", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\n"
+                             f"stderr:\n{proc.stderr}")
+    return proc
+
+
+def moving_i420(w: int, h: int, n: int, seed: int = 0) -> list:
+    """A small moving, textured test sequence as (Y, U, V) uint8 planes."""
+    rng = np.random.default_rng(seed)
+    big = rng.integers(0, 255, size=(h // 4 + 8, w // 4 + 8)).astype(np.float32)
+    import cv2
+
+    tex = cv2.resize(big, ((w // 4 + 8) * 4, (h // 4 + 8) * 4), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = []
+    for t in range(n):
+        y = 0.6 * tex[t % 8:t % 8 + h, 2 * t % 16:2 * t % 16 + w] + 0.4 * (xx * 255.0 / w)
+        y = np.clip(y, 16, 235).astype(np.uint8)
+        cw, ch = (w + 1) // 2, (h + 1) // 2
+        u = np.full((ch, cw), 128, np.uint8) + (np.arange(cw) * 40 // cw).astype(np.uint8)
+        v = np.full((ch, cw), 120, np.uint8) + ((np.arange(ch)[:, None] + t) % 30).astype(np.uint8)
+        out.append((y, u, v))
+    return out
+
+
+def write_yuv(path: Path, w: int, h: int, n: int, seed: int = 0) -> Path:
+    with open(path, "wb") as f:
+        for planes in moving_i420(w, h, n, seed):
+            for p in planes:
+                f.write(p.tobytes())
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA

@@ -1,0 +1,257 @@
+"""End-to-end: real pipelines (supervisor, source, workers, sink as OS processes over ZeroMQ)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codecflow.codecs.container import CflReader
+from tests.conftest import ROOT, run_cli, write_yuv
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def frame_indices(cfl: Path) -> list:
+    with CflReader(cfl) as r:
+        idx = [rec.frame_index for _, recs in r.units() for rec in recs]
+        assert r.status.complete, r.status.describe()
+    return idx
+
+
+def test_yuv_pipeline_psnr_matches_independent_decode(tmp_path):
+    src = write_yuv(tmp_path / "clip_96x64_25.yuv", 96, 64, 12)
+    out = tmp_path / "out"
+    p = run_cli("run", ROOT / "configs/yuv_batch.yaml", "--set", f"source.path={src}",
+                "--set", f"output.dir={out}", "--set", "codec.gop=4", "--set", "codec.q=40")
+    assert p.returncode == 0, p.stderr
+    s = summary(out)
+    st = s["streams"]["clip_96x64_25"]
+    assert st["frames"] == 12 and st["units"] == 3 and st["complete"]
+    cfl = out / "clip_96x64_25.cfl"
+    assert st["bytes"] == cfl.stat().st_size
+    assert st["bpp"] == pytest.approx(8 * cfl.stat().st_size / (96 * 64 * 12))
+    assert st["kbps"] == pytest.approx(8 * cfl.stat().st_size * 25 / 12 / 1000)
+    assert frame_indices(cfl) == list(range(12))
+    # independent decode of the written bytes
+    dec = tmp_path / "dec.yuv"
+    js = tmp_path / "dec.json"
+    p = run_cli("decode", cfl, "--output", dec, "--reference", src, "--json", js)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(js.read_text())[0]
+    for k in ("psnr_y", "psnr_yuv", "psnr_rgb"):
+        assert r[k] == pytest.approx(st[k], abs=1e-9), k
+    # the recon sink wrote exactly what the decoder reconstructs
+    recon = out / "recon" / "clip_96x64_25_96x64_25.yuv"
+    assert recon.read_bytes() == dec.read_bytes()
+    assert dec.stat().st_size == src.stat().st_size
+
+
+def test_batch_folder_one_cfl_per_file(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_yuv(folder / "a_64x48_30.yuv", 64, 48, 5)
+    write_yuv(folder / "b_80x32_25.yuv", 80, 32, 3, seed=2)
+    out = tmp_path / "out"
+    p = run_cli("run", ROOT / "configs/yuv_batch.yaml", "--set", f"source.path={folder}",
+                "--set", f"output.dir={out}", "--set", "codec.name=x265")
+    assert p.returncode == 0, p.stderr
+    s = summary(out)
+    assert set(s["streams"]) == {"a_64x48_30", "b_80x32_25"}
+    assert s["streams"]["a_64x48_30"]["frames"] == 5
+    assert s["streams"]["b_80x32_25"]["frames"] == 3
+    assert s["frames"] == 8
+    assert (out / "a_64x48_30.cfl").exists() and (out / "b_80x32_25.cfl").exists()
+    for k in ("frames", "units", "bytes", "bpp", "kbps", "psnr_y", "psnr_yuv", "psnr_rgb", "fps",
+              "dropped"):
+        assert k in s and k in s["streams"]["a_64x48_30"], k
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "webp", "x265-intra"])
+def test_demo_stereo_pairs(tmp_path, codec):
+    out = tmp_path / "out"
+    p = run_cli("run", ROOT / "configs/demo_stereo.yaml", "--set", f"output.dir={out}",
+                "--set", "source.frames=4", "--set", f"codec.name={codec}")
+    assert p.returncode == 0, p.stderr
+    s = summary(out)
+    (name,) = s["streams"]
+    st = s["streams"][name]
+    assert st["views"] == 2 and st["frames"] == 4 and st["units"] == 4
+    with CflReader(out / f"{name}.cfl") as r:
+        units = list(r.units())
+        assert r.header["views"] == 2
+    assert len(units) == 4 and all(len(recs) == 1 for _, recs in units)  # one record per pair
+    assert st["psnr_rgb"] > 25
+
+
+def test_demo_video_tcp_transport(tmp_path):
+    out = tmp_path / "out"
+    p = run_cli("run", ROOT / "configs/demo_video.yaml", "--set", f"output.dir={out}",
+                "--set", "source.frames=16", "--set", "transport.scheme=tcp")
+    assert p.returncode == 0, p.stderr
+    assert summary(out)["frames"] == 16
+
+
+def _encode_pids(config_path: Path) -> list:
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"encode" in cmd and str(config_path).encode() in cmd:
+            pids.append(int(d))
+    return pids
+
+
+def test_kill_worker_mid_run_output_complete_and_in_order(tmp_path):
+    src = write_yuv(tmp_path / "long_160x96_30.yuv", 160, 96, 120)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "codecflow.cli", "run", str(ROOT / "configs/yuv_batch.yaml"),
+            "--set", f"source.path={src}", "--set", f"output.dir={out}", "--set", "workers=2",
+            "--set", "codec.name=x265", "--set", "codec.gop=4", "--set", "output.recon=false",
+            "--set", "heartbeat.timeout=1.5", "--set", "codec.params={preset: medium}"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    cfg = out / "pipeline.yaml"
+    deadline = time.time() + 60
+    killed = None
+    while time.time() < deadline and killed is None:
+        time.sleep(0.1)
+        jl = out / "units.jsonl"
+        if jl.exists() and len(jl.read_text().splitlines()) >= 3:
+            pids = _encode_pids(cfg)
+            if len(pids) == 2:
+                killed = pids[0]
+                os.kill(killed, signal.SIGKILL)
+    assert killed, "could not find a running encode worker to kill"
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr
+    assert "died" in stderr
+    s = summary(out)
+    assert s["frames"] == 120 and s["complete"]
+    assert frame_indices(out / "long_160x96_30.cfl") == list(range(120))  # none lost, no dups
+
+
+def test_sigint_drains_and_closes_files(tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "codecflow.cli", "run", str(ROOT / "configs/demo_video.yaml"),
+            "--set", f"output.dir={out}", "--set", "source.frames=100000",
+            "--set", "workers=1"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        time.sleep(0.2)
+        jl = out / "units.jsonl"
+        if jl.exists() and len(jl.read_text().splitlines()) >= 2:
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    s = summary(out)
+    assert s["frames"] > 0
+    (name,) = s["streams"]
+    idx = frame_indices(out / f"{name}.cfl")  # has its end record: closed cleanly
+    assert idx == list(range(len(idx))) and len(idx) == s["frames"]
+
+
+def test_live_mode_drops_and_counts(tmp_path):
+    out = tmp_path / "out"
+    p = run_cli("run", ROOT / "configs/demo_video.yaml", "--set", f"output.dir={out}",
+                "--set", "mode=live", "--set", "source.frames=150", "--set", "queue=1",
+                "--set", "workers=1", "--set", "codec.name=x265", "--set", "codec.gop=2",
+                "--set", "codec.params={preset: medium}")
+    assert p.returncode == 0, p.stderr
+    s = summary(out)
+    assert s["dropped"] > 0
+    assert s["frames"] + s["dropped"] == 150
+
+
+# ------------------------------------------------------------------------------ bad inputs
+def test_wrong_yuv_size_fails_before_writing(tmp_path):
+    bad = tmp_path / "bad_64x48_30.yuv"
+    bad.write_bytes(b"\0" * (64 * 48 * 3 // 2 * 2 + 7))
+    out = tmp_path / "out"
+    p = run_cli("run", ROOT / "configs/yuv_batch.yaml", "--set", f"source.path={bad}",
+                "--set", f"output.dir={out}")
+    assert p.returncode != 0
+    assert "bad_64x48_30.yuv" in p.stderr
+    assert not list(out.glob("*.cfl")) and not (out / "summary.json").exists()
+
+
+def test_unknown_config_key_validate(tmp_path):
+    p = run_cli("validate", ROOT / "configs/demo_video.yaml", "--set", "codec.qualty=3")
+    assert p.returncode != 0 and "qualty" in p.stderr
+
+
+def test_validate_ok():
+    p = run_cli("validate", ROOT / "configs/demo_video.yaml")
+    assert p.returncode == 0, p.stderr
+    assert "OK" in p.stdout
+
+
+def test_missing_camera(tmp_path):
+    p = run_cli("run", ROOT / "configs/camera.yaml", "--set", "source.device=/dev/video99",
+                "--set", f"output.dir={tmp_path / 'o'}", timeout=120)
+    assert p.returncode != 0
+    assert "/dev/video99" in p.stderr
+
+
+def test_wrong_codec_name(tmp_path):
+    p = run_cli("run", ROOT / "configs/demo_video.yaml", "--set", "codec.name=h266",
+                "--set", f"output.dir={tmp_path / 'o'}")
+    assert p.returncode != 0 and "h266" in p.stderr and "x264" in p.stderr
+
+
+def test_corrupt_and_truncated_cfl(tmp_path):
+    src = write_yuv(tmp_path / "c_64x48_30.yuv", 64, 48, 8)
+    out = tmp_path / "out"
+    run_cli("run", ROOT / "configs/yuv_batch.yaml", "--set", f"source.path={src}",
+            "--set", f"output.dir={out}", "--set", "codec.gop=2", "--set", "codec.name=jpeg",
+            check=True)
+    cfl = out / "c_64x48_30.cfl"
+    data = cfl.read_bytes()
+    # truncated in the middle: whole units before the cut still decode
+    cut = tmp_path / "cut.cfl"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    p = run_cli("decode", cut, "--output", tmp_path / "cut.yuv", "--strict")
+    assert p.returncode != 0 and "whole units decoded" in p.stderr
+    n = int(p.stdout.split(" frames")[0].split()[-1])
+    assert 0 < n < 8
+    assert (tmp_path / "cut.yuv").stat().st_size == n * 64 * 48 * 3 // 2
+    # one flipped byte in a payload: the reader stops there and says so
+    bad = bytearray(data)
+    bad[len(data) // 2] ^= 0xFF
+    corrupt = tmp_path / "corrupt.cfl"
+    corrupt.write_bytes(bytes(bad))
+    p = run_cli("decode", corrupt, "--output", tmp_path / "x.yuv", "--strict")
+    assert p.returncode != 0 and "corrupt record" in p.stderr
+    # not a .cfl at all
+    p = run_cli("decode", src, "--output", tmp_path / "y.yuv")
+    assert p.returncode != 0 and "not a codecflow .cfl file" in p.stderr
+
+
+@pytest.mark.slow
+def test_real_yuv_basketball(tmp_path, shared_data):
+    src = shared_data / "video" / "BasketballPass_416x240_50.yuv"
+    out = tmp_path / "out"
+    p = run_cli("run", ROOT / "configs/yuv_batch.yaml", "--set", f"source.path={src}",
+                "--set", f"output.dir={out}", "--set", "source.frames=32")
+    assert p.returncode == 0, p.stderr
+    st = summary(out)["streams"]["BasketballPass_416x240_50"]
+    assert st["frames"] == 32 and 28 < st["psnr_yuv"] < 50
+    js = tmp_path / "d.json"
+    p = run_cli("decode", out / "BasketballPass_416x240_50.cfl", "--reference", src,
+                "--json", js)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(js.read_text())[0]["psnr_yuv"] == pytest.approx(st["psnr_yuv"], abs=1e-9)
