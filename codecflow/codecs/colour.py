@@ -31,29 +31,38 @@ def _range(rng: str):
     return (219.0, 16.0, 224.0) if rng == "limited" else (255.0, 0.0, 255.0)
 
 
-def rgb_to_yuv444(rgb: np.ndarray, matrix: str = "bt709", rng: str = "limited") -> np.ndarray:
-    """uint8 HxWx3 RGB -> float32 HxWx3 (Y, Cb, Cr) in 8-bit code values (not rounded)."""
+def _rgb_to_yuv_matrix(matrix: str, rng: str) -> np.ndarray:
+    """3x4 affine map: [R, G, B] (0..255) -> [Y, Cb, Cr] code values."""
     kr, kg, kb = _coeffs(matrix)
     ys, yo, cs = _range(rng)
-    x = rgb.astype(np.float32) / 255.0
-    y = kr * x[..., 0] + kg * x[..., 1] + kb * x[..., 2]
-    cb = (x[..., 2] - y) / (2.0 * (1.0 - kb))
-    cr = (x[..., 0] - y) / (2.0 * (1.0 - kr))
-    return np.stack([y * ys + yo, cb * cs + 128.0, cr * cs + 128.0], axis=-1)
+    y = np.array([kr, kg, kb])
+    cb = (np.array([0.0, 0.0, 1.0]) - y) / (2.0 * (1.0 - kb))
+    cr = (np.array([1.0, 0.0, 0.0]) - y) / (2.0 * (1.0 - kr))
+    m = np.zeros((3, 4))
+    m[0, :3], m[0, 3] = y * ys / 255.0, yo
+    m[1, :3], m[1, 3] = cb * cs / 255.0, 128.0
+    m[2, :3], m[2, 3] = cr * cs / 255.0, 128.0
+    return m
+
+
+def _yuv_to_rgb_matrix(matrix: str, rng: str) -> np.ndarray:
+    """3x4 affine map: [Y, Cb, Cr] code values -> [R, G, B] (0..255); inverse of the above."""
+    fwd = _rgb_to_yuv_matrix(matrix, rng)
+    a = np.linalg.inv(fwd[:, :3])
+    return np.hstack([a, -(a @ fwd[:, 3])[:, None]])
+
+
+def rgb_to_yuv444(rgb: np.ndarray, matrix: str = "bt709", rng: str = "limited") -> np.ndarray:
+    """uint8 HxWx3 RGB -> float32 HxWx3 (Y, Cb, Cr) in 8-bit code values (not rounded)."""
+    return cv2.transform(rgb.astype(np.float32), _rgb_to_yuv_matrix(matrix, rng))
 
 
 def yuv444_to_rgb(yuv: np.ndarray, matrix: str = "bt709", rng: str = "limited") -> np.ndarray:
-    """float HxWx3 (Y, Cb, Cr) code values -> uint8 RGB."""
-    kr, kg, kb = _coeffs(matrix)
-    ys, yo, cs = _range(rng)
-    y = (yuv[..., 0].astype(np.float32) - yo) / ys
-    cb = (yuv[..., 1].astype(np.float32) - 128.0) / cs
-    cr = (yuv[..., 2].astype(np.float32) - 128.0) / cs
-    r = y + 2.0 * (1.0 - kr) * cr
-    b = y + 2.0 * (1.0 - kb) * cb
-    g = (y - kr * r - kb * b) / kg
-    rgb = np.stack([r, g, b], axis=-1) * 255.0
-    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    """HxWx3 (Y, Cb, Cr) code values (uint8 or float) -> uint8 RGB, rounded and clipped."""
+    m = _yuv_to_rgb_matrix(matrix, rng)
+    if yuv.dtype == np.uint8:
+        return cv2.transform(yuv, m)  # saturating, rounding
+    return _to_u8(cv2.transform(yuv.astype(np.float32), m))
 
 
 def _to_u8(x: np.ndarray) -> np.ndarray:
@@ -66,22 +75,28 @@ def rgb_to_i420(rgb: np.ndarray, matrix: str = "bt709", rng: str = "limited") ->
     cw, ch = chroma_size(w, h)
     chroma = yuv[..., 1:]
     if w % 2 or h % 2:
-        chroma = np.pad(chroma, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    chroma = chroma.reshape(ch, 2, cw, 2, 2).mean(axis=(1, 3))
+        chroma = cv2.copyMakeBorder(np.ascontiguousarray(chroma), 0, h % 2, 0, w % 2,
+                                    cv2.BORDER_REPLICATE)
+    if chroma.shape[:2] != (2 * ch, 2 * cw) or cw * ch == 0:
+        raise ValueError(f"bad picture size {w}x{h}")
+    chroma = cv2.resize(chroma, (cw, ch), interpolation=cv2.INTER_AREA)  # exact 2x2 mean
+    chroma = chroma.reshape(ch, cw, 2)
     return Frame.yuv420(_to_u8(yuv[..., 0]), _to_u8(chroma[..., 0]), _to_u8(chroma[..., 1]))
 
 
 def upsample_chroma(plane: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bilinear 2x up-sampling of a chroma plane (dtype kept), cropped to width x height."""
     ch, cw = plane.shape
-    up = cv2.resize(plane.astype(np.float32), (cw * 2, ch * 2), interpolation=cv2.INTER_LINEAR)
+    up = cv2.resize(plane, (cw * 2, ch * 2), interpolation=cv2.INTER_LINEAR)
     return up[:height, :width]
 
 
 def i420_to_yuv444(frame: Frame) -> np.ndarray:
+    """I420 -> uint8 HxWx3 (Y, Cb, Cr) with bilinear chroma."""
     y, u, v = frame.planes
     h, w = y.shape
-    return np.stack([y.astype(np.float32), upsample_chroma(u, w, h), upsample_chroma(v, w, h)],
-                    axis=-1)
+    return cv2.merge([y, np.ascontiguousarray(upsample_chroma(u, w, h)),
+                      np.ascontiguousarray(upsample_chroma(v, w, h))])
 
 
 def i420_to_rgb(frame: Frame, matrix: str = "bt709", rng: str = "limited") -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from codecflow.codecs import colour
@@ -15,6 +16,11 @@ PSNR_CAP = 100.0  # identical planes: report 100 dB instead of infinity
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    if a.size == 0:
+        return 0.0
+    if a.dtype == np.uint8 and b.dtype == np.uint8:  # exact sum of squares, SIMD
+        return float(cv2.norm(np.ascontiguousarray(a), np.ascontiguousarray(b),
+                              cv2.NORM_L2SQR)) / a.size
     d = a.astype(np.float64) - b.astype(np.float64)
     return float(np.mean(d * d))
 
@@ -49,7 +55,9 @@ def frame_psnr(ref: Frame, rec: Frame, matrix: str = "bt709", rng: str = "limite
         rgb = psnr(ref_rgb, rec_rgb)
         a = colour.rgb_to_yuv444(ref_rgb, matrix, rng)
         b = colour.rgb_to_yuv444(rec_rgb, matrix, rng)
-        y, u, v = (psnr(np.rint(a[..., i]), np.rint(b[..., i])) for i in range(3))
+        a, b = np.clip(np.rint(a), 0, 255).astype(np.uint8), np.clip(np.rint(b), 0, 255).astype(
+            np.uint8)
+        y, u, v = (psnr(a[..., i], b[..., i]) for i in range(3))
     return {"psnr_y": y, "psnr_u": u, "psnr_v": v, "psnr_yuv": (6 * y + u + v) / 8.0,
             "psnr_rgb": rgb}
 

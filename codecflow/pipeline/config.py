@@ -73,7 +73,7 @@ class PipelineConfig:
     mode: str = choice("offline", ("offline", "live"))
     codec: CodecConfig = field(default_factory=CodecConfig)
     workers: int = number(1, 1, 64)
-    prefetch: int = number(1, 1, 16, help="units a worker may hold at once (1: one at a time)")
+    prefetch: int = number(2, 1, 16, help="units a worker may hold at once (2: code one while the next arrives)")
     queue: int = number(4, 1, 10000, help="units buffered in the source (live: drop oldest)")
     max_units: int | None = None
     max_restarts: int = number(3, 0, 1000, help="encode-worker restarts the supervisor allows")

@@ -152,7 +152,8 @@ class Sink:
             row = {"stream": name, "seq": coded.seq, "unit": coded.index,
                    "first_frame": coded.first_frame, "frames": n_frames, "bytes": nbytes,
                    "bpp": 8.0 * nbytes / (st.pixels_per_frame * n_frames) if n_frames else 0.0,
-                   "encode_s": h.get("encode_s"), "latency_s": latency, "worker": h.get("worker")}
+                   "encode_s": h.get("encode_s"), "latency_s": latency, "worker": h.get("worker"),
+                   "t": time.time()}
             rows = h.get("metrics") or []
             if rows:
                 for k in rows[0]:

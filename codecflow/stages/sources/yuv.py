@@ -1,0 +1,206 @@
+"""Raw 8-bit I420 (yuv420p) files: one ``.yuv`` file, or a folder of them (one stream per file).
+
+Geometry comes from the usual test-sequence name ``NAME_WxH_FPS.yuv`` (``NAME_WxH.yuv`` too, the
+rate then comes from the config or defaults to 30) or from the config keys ``width`` /
+``height`` / ``fps``, which override the name. Every file is checked when the source is built:
+a file whose size is not a whole number of frames is a SourceError before anything is read, so
+a pipeline fails before it writes anything.
+
+Frames are read one at a time with numpy (memory-light; a file is never loaded whole).
+
+Per-instant metadata: after each instant is yielded, the stream's ``meta`` holds ``index`` (frame
+number within the file) and ``pts`` (seconds since the first yielded frame, ``i / fps``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from codecflow.codecs.base import Frame, StreamInfo, chroma_size
+from codecflow.errors import SourceError
+from codecflow.pipeline import schema
+from codecflow.stages.sources.base import Source, SourceStream
+
+DEFAULT_FPS = 30.0
+MATRIX_CHOICES = ("bt709", "bt601")
+RANGE_CHOICES = ("limited", "full")
+
+# NAME_WxH[_FPS][...].yuv : size anywhere in the stem, delimited by _ - . or the ends.
+_NAME_RE = re.compile(
+    r"(?:^|[_\-.])(\d{1,5})x(\d{1,5})(?:[_\-](\d{1,3}(?:\.\d+)?)(?:fps|hz|p)?)?(?=$|[_\-.])",
+    re.IGNORECASE)
+
+
+def parse_yuv_name(filename) -> tuple | None:
+    """``"BasketballPass_416x240_50.yuv"`` -> ``(416, 240, 50.0)``; ``"a_176x144.yuv"`` ->
+    ``(176, 144, None)``; a name without ``WxH`` -> ``None``."""
+    stem = os.path.splitext(os.path.basename(os.fspath(filename)))[0]
+    m = _NAME_RE.search(stem)
+    if not m:
+        return None
+    w, h = int(m.group(1)), int(m.group(2))
+    if w <= 0 or h <= 0:
+        return None
+    fps = float(m.group(3)) if m.group(3) else None
+    if fps is not None and fps <= 0:
+        fps = None
+    return w, h, fps
+
+
+def i420_frame_size(width: int, height: int) -> int:
+    cw, ch = chroma_size(width, height)
+    return width * height + 2 * cw * ch
+
+
+def split_i420(buf: np.ndarray, width: int, height: int) -> Frame:
+    """One frame's bytes (1-D uint8, exactly `i420_frame_size` long) -> Frame (views, no copy)."""
+    cw, ch = chroma_size(width, height)
+    ys, cs = width * height, cw * ch
+    y = buf[:ys].reshape(height, width)
+    u = buf[ys:ys + cs].reshape(ch, cw)
+    v = buf[ys + cs:ys + 2 * cs].reshape(ch, cw)
+    return Frame("yuv420p", [y, u, v])
+
+
+def write_i420(fileobj, frame: Frame, matrix: str = "bt709", rng: str = "limited") -> int:
+    """Append one frame to a raw I420 file object; returns the bytes written. An rgb24 frame is
+    converted with `matrix` / `rng` first."""
+    if frame.fmt != "yuv420p":
+        from codecflow.codecs import colour
+
+        frame = colour.to_i420(frame, matrix, rng)
+    n = 0
+    for p in frame.planes:
+        a = np.ascontiguousarray(p, dtype=np.uint8)
+        fileobj.write(a.data)
+        n += a.nbytes
+    return n
+
+
+@dataclass
+class _YuvFile:
+    path: str
+    name: str
+    width: int
+    height: int
+    fps: float
+    frame_size: int
+    count: int  # whole frames in the file
+
+
+def _yuv_files(path: str) -> list[str]:
+    if not os.path.exists(path):
+        raise SourceError(f"yuv source: {path}: no such file or folder")
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                       if f.lower().endswith(".yuv") and os.path.isfile(os.path.join(path, f)))
+        if not files:
+            raise SourceError(f"yuv source: folder {path} contains no .yuv files")
+        return files
+    return [path]
+
+
+class YuvSource(Source):
+    """Raw I420 8-bit file, or a folder of ``.yuv`` files (sorted; one stream per file, named by
+    the file stem)."""
+
+    live = False
+
+    @dataclass
+    class Config:
+        path: str = field(metadata={"help": "a raw I420 .yuv file, or a folder of them"})
+        width: int | None = schema.number(None, min=1, help="frame width (overrides the name)")
+        height: int | None = schema.number(None, min=1, help="frame height (overrides the name)")
+        fps: float | None = schema.number(None, min=0.001,
+                                          help="frame rate (overrides the name; default 30)")
+        frames: int | None = schema.number(None, min=1, help="read at most this many frames")
+        start: int = schema.number(0, min=0, help="skip this many frames at the start")
+        matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="YUV<->RGB matrix")
+        range: str = schema.choice("limited", RANGE_CHOICES, help="YUV code range")
+
+    def __init__(self, config, mode: str = "offline"):
+        super().__init__(config, mode)
+        self._gens: list = []
+        self.files = self.validate()
+
+    # ------------------------------------------------------------------------ validation
+    def _geometry(self, path: str) -> tuple[int, int, float]:
+        c = self.config
+        parsed = parse_yuv_name(path)
+        w = c.width if c.width is not None else (parsed[0] if parsed else None)
+        h = c.height if c.height is not None else (parsed[1] if parsed else None)
+        if w is None or h is None:
+            raise SourceError(
+                f"yuv source: {path}: cannot tell the frame size: the name does not follow "
+                f"NAME_WxH_FPS.yuv (e.g. clip_1920x1080_30.yuv); set source.width and "
+                f"source.height")
+        fps = c.fps if c.fps is not None else (parsed[2] if parsed and parsed[2] else DEFAULT_FPS)
+        return w, h, float(fps)
+
+    def validate(self) -> list[_YuvFile]:
+        """Check every file up front (size, whole frames, start); raises SourceError."""
+        c = self.config
+        out, names = [], set()
+        for p in _yuv_files(c.path):
+            w, h, fps = self._geometry(p)
+            fs = i420_frame_size(w, h)
+            try:
+                size = os.path.getsize(p)
+            except OSError as e:
+                raise SourceError(f"yuv source: {p}: cannot read: {e.strerror or e}") from e
+            count, rem = divmod(size, fs)
+            if rem:
+                raise SourceError(
+                    f"yuv source: {os.path.basename(p)}: file size {size} bytes is not a whole "
+                    f"number of {w}x{h} I420 frames ({fs} bytes each): {count} whole frames and "
+                    f"{rem} bytes left over (remainder {rem}); check the size in the name or "
+                    f"source.width/height ({p})")
+            if count == 0:
+                raise SourceError(f"yuv source: {p}: file is empty (0 frames)")
+            if c.start >= count:
+                raise SourceError(f"yuv source: {p}: source.start={c.start} but the file has only "
+                                  f"{count} frames")
+            name = os.path.splitext(os.path.basename(p))[0]
+            if name in names:
+                name = os.path.basename(p)
+            names.add(name)
+            out.append(_YuvFile(p, name, w, h, fps, fs, count))
+        return out
+
+    # --------------------------------------------------------------------------- reading
+    def _count(self, f: _YuvFile) -> int:
+        n = f.count - self.config.start
+        return min(n, self.config.frames) if self.config.frames is not None else n
+
+    def _read(self, f: _YuvFile, meta: dict):
+        n = self._count(f)
+        with open(f.path, "rb") as fh:
+            fh.seek(self.config.start * f.frame_size)
+            for i in range(n):
+                buf = np.fromfile(fh, dtype=np.uint8, count=f.frame_size)
+                if buf.size != f.frame_size:
+                    raise SourceError(f"yuv source: {f.path}: frame {self.config.start + i} is "
+                                      f"truncated ({buf.size} of {f.frame_size} bytes; was the "
+                                      f"file changed while reading?)")
+                meta["index"] = self.config.start + i
+                meta["pts"] = i / f.fps
+                yield [split_i420(buf, f.width, f.height)]
+
+    def streams(self):
+        c = self.config
+        for f in self.files:
+            info = StreamInfo(width=f.width, height=f.height, pix_fmt="yuv420p", views=1,
+                              fps=f.fps, matrix=c.matrix, range=c.range)
+            meta = {"path": f.path, "start": c.start, "file_frames": f.count}
+            gen = self._read(f, meta)
+            self._gens.append(gen)
+            yield SourceStream(f.name, info, gen, total=self._count(f), meta=meta)
+
+    def close(self) -> None:
+        for g in self._gens:
+            g.close()
+        self._gens.clear()
