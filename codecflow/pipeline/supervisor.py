@@ -179,16 +179,19 @@ class Supervisor:
                     if not alive:
                         log.error("no encode worker left; stopping the pipeline")
                         source.signal(signal.SIGTERM)
-            if sink.poll() is not None and source.poll() is None:
-                log.error("stage sink exited early (%s); stopping", sink.describe_exit())
+            if sink.poll() not in (None, 0) and source.poll() is None:
+                log.error("stage sink failed (%s); stopping", sink.describe_exit())
                 source.signal(signal.SIGTERM)
+            if sink.poll() == 0 and source.poll() is None and finish_deadline is None:
+                finish_deadline = time.monotonic() + 30.0  # source is closing its sockets
             if source.poll() is not None and sink.poll() is not None:
                 break
             if source.poll() is not None and finish_deadline is None:
                 finish_deadline = time.monotonic() + 60.0
             if finish_deadline and time.monotonic() > finish_deadline:
-                log.error("sink did not finish within 60 s after the source; stopping it")
-                sink.signal(signal.SIGTERM)
+                late = sink if sink.poll() is None else source
+                log.error("stage %s did not finish in time; stopping it", late.name)
+                late.signal(signal.SIGTERM if late.poll() is None else signal.SIGKILL)
                 finish_deadline = time.monotonic() + 30.0
         # stop the workers (the dispatcher already told them; this covers the rest)
         workers = [s for n, s in self.stages.items() if n.startswith("encode-")]
