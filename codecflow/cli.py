@@ -77,7 +77,7 @@ def cmd_stage(args) -> int:
 def cmd_decode(args) -> int:
     from codecflow.stages.decode import decode_paths  # noqa: PLC0415
 
-    results = decode_paths(args.input, args.output, args.reference, args.device)
+    results = decode_paths(args.input, args.output, args.reference, args.device, args.format)
     failed = False
     for r in results:
         line = (f"{r['file']}: {r['codec']} q={r['q']} {r['frames']} frames, {r['bytes']} bytes, "
@@ -121,6 +121,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("input", help=".cfl file or folder of .cfl files")
     d.add_argument("--output", "-o", help="OUT.yuv, or a folder (PNG for image streams)")
     d.add_argument("--reference", "-r", help="source file/folder: also print PSNR against it")
+    d.add_argument("--format", choices=("auto", "yuv", "png"), default="auto",
+                   help="output pictures: auto = .yuv for YUV streams, PNG for image streams")
     d.add_argument("--device", default="cpu", help="learned codecs: cpu or cuda")
     d.add_argument("--json", help="also write the results to this JSON file")
     d.add_argument("--strict", action="store_true",

@@ -255,3 +255,23 @@ def test_real_yuv_basketball(tmp_path, shared_data):
                 "--json", js)
     assert p.returncode == 0, p.stderr
     assert json.loads(js.read_text())[0]["psnr_yuv"] == pytest.approx(st["psnr_yuv"], abs=1e-9)
+
+
+def test_stages_started_alone_over_tcp(tmp_path):
+    """`codecflow stage NAME --config C` with explicit tcp endpoints, as on several hosts."""
+    from codecflow.pipeline.transport import free_tcp_port
+
+    out = tmp_path / "out"
+    sets = ["--set", f"output.dir={out}", "--set", "source.frames=12",
+            "--set", f"transport.dispatch=tcp://127.0.0.1:{free_tcp_port()}",
+            "--set", f"transport.sink=tcp://127.0.0.1:{free_tcp_port()}"]
+    cfg = ROOT / "configs/demo_video.yaml"
+    base = [sys.executable, "-m", "codecflow.cli", "stage"]
+    procs = [subprocess.Popen(base + [name, "--config", str(cfg), *sets, *extra], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name, extra in (("sink", []), ("encode", ["--worker", "0"]),
+                                 ("encode", ["--worker", "1"]), ("source", []))]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes == [0, 0, 0, 0], [p.stderr.read() for p in procs]
+    assert summary(out)["frames"] == 12
+    assert frame_indices(out / "synthetic.cfl") == list(range(12))

@@ -134,7 +134,8 @@ def _output_target(output: str):
     return output, None
 
 
-def decode_paths(inp: str, output: str | None, reference: str | None, device: str) -> list:
+def decode_paths(inp: str, output: str | None, reference: str | None, device: str = "cpu",
+                 fmt: str = "auto") -> list:
     if os.path.isdir(inp):
         files = sorted(glob.glob(os.path.join(glob.escape(inp), "*.cfl")))
         if not files:
@@ -143,4 +144,4 @@ def decode_paths(inp: str, output: str | None, reference: str | None, device: st
             raise CodecError(f"--output {output}: decoding a folder needs an output folder")
     else:
         files = [inp]
-    return [decode_file(f, output, reference, device) for f in files]
+    return [decode_file(f, output, reference, device, fmt) for f in files]
