@@ -1,0 +1,155 @@
+"""learned-intra: our compact variable-rate learned image codec, one picture per record.
+
+Payload (see docs/bitstream.md, "learned-intra payload"):
+
+    offset size  field
+    0      1     magic 0x4C ('L')
+    1      1     payload version (1)
+    2      1     q (0..63)
+    3      2     original height (u16, little endian)
+    5      2     original width  (u16)
+    7      4     length of the z string (u32)
+    11     4     length of the y-anchor string (u32)
+    15     4     length of the y-non-anchor string (u32)
+    19     4     CRC-32 of bytes 0..18 and the three strings
+    23     ...   z string, y-anchor string, y-non-anchor string (CompressAI rANS)
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+from codecflow.codecs import colour
+from codecflow.codecs.base import Frame, PictureCodec, StreamInfo
+from codecflow.errors import CodecError
+
+MAGIC = 0x4C
+PAYLOAD_VERSION = 1
+_HEAD = struct.Struct("<BBBHHIII")
+_CRC = struct.Struct("<I")
+HEADER_BYTES = _HEAD.size + _CRC.size
+MAX_SIDE = 65535
+
+
+def pack_payload(q: int, h: int, w: int, strings: list) -> bytes:
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise CodecError(f"learned-intra: picture {w}x{h} is outside 1..{MAX_SIDE} per side")
+    head = _HEAD.pack(MAGIC, PAYLOAD_VERSION, q, h, w, *(len(s) for s in strings))
+    body = b"".join(bytes(s) for s in strings)
+    crc = zlib.crc32(body, zlib.crc32(head)) & 0xFFFFFFFF
+    return head + _CRC.pack(crc) + body
+
+
+def unpack_payload(payload: bytes, magic: int = MAGIC, what: str = "learned-intra") -> tuple:
+    """-> (q, h, w, [strings]). Raises CodecError on anything malformed."""
+    payload = bytes(payload)
+    if len(payload) < HEADER_BYTES:
+        raise CodecError(f"{what} payload truncated: {len(payload)} bytes, the header alone "
+                         f"needs {HEADER_BYTES}")
+    m, ver, q, h, w, lz, la, ln = _HEAD.unpack_from(payload, 0)
+    if m != magic:
+        raise CodecError(f"{what} payload: bad format byte 0x{m:02x} (expected 0x{magic:02x}); "
+                         f"not a {what} picture")
+    if ver != PAYLOAD_VERSION:
+        raise CodecError(f"{what} payload version {ver} is not supported (this decoder reads "
+                         f"version {PAYLOAD_VERSION})")
+    if q > 63 or h == 0 or w == 0:
+        raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}")
+    need = HEADER_BYTES + lz + la + ln
+    if len(payload) != need:
+        kind = "truncated" if len(payload) < need else "has trailing bytes"
+        raise CodecError(f"{what} payload {kind}: header announces {need} bytes, got "
+                         f"{len(payload)}")
+    (crc,) = _CRC.unpack_from(payload, _HEAD.size)
+    body = payload[HEADER_BYTES:]
+    got = zlib.crc32(body, zlib.crc32(payload[:_HEAD.size])) & 0xFFFFFFFF
+    if got != crc:
+        raise CodecError(f"{what} payload corrupt: CRC-32 {got:08x} != {crc:08x} in its header")
+    strings = [body[:lz], body[lz:lz + la], body[lz + la:]]
+    return q, h, w, strings
+
+
+def encode_rgb(model, rgb: np.ndarray, q: int) -> bytes:
+    """uint8 H x W x 3 RGB -> payload bytes."""
+    import torch
+
+    h, w = rgb.shape[:2]
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise CodecError(f"learned-intra: picture {w}x{h} is outside 1..{MAX_SIDE} per side")
+    dev = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)[None].float()
+    x = model.pad(x / 255.0)
+    with torch.no_grad():
+        out = model.compress(x, int(q))
+    return pack_payload(int(q), h, w, out["strings"])
+
+
+def decode_rgb(model, payload: bytes) -> np.ndarray:
+    """payload bytes -> uint8 H x W x 3 RGB."""
+    import torch
+
+    from codecflow.codecs.learned.model import STRIDE
+
+    q, h, w, strings = unpack_payload(payload)
+    hp, wp = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
+    try:
+        with torch.no_grad():
+            x_hat = model.decompress(strings, (hp // STRIDE, wp // STRIDE), q)
+    except CodecError:
+        raise
+    except Exception as e:  # noqa: BLE001 - rANS / shape errors from a bad stream
+        raise CodecError(f"learned-intra payload cannot be decoded: {e}") from e
+    x_hat = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
+    return np.ascontiguousarray(x_hat.permute(1, 2, 0).cpu().numpy())
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CodecError(f"device {device!r} requested but CUDA is not available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise CodecError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    return device
+
+
+class LearnedIntra(PictureCodec):
+    """Compact hyperprior + checkerboard learned intra codec (our weights, see docs)."""
+
+    name = "learned-intra"
+    version = "1"
+    unit_kinds = ("frame", "pair", "gop")
+    input_fmt = "rgb24"
+
+    def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None, **params):
+        super().__init__(q=q, device=device, **params)
+        if params:
+            raise CodecError(f"learned-intra: unknown parameter(s) {sorted(params)}; "
+                             f"known: weights, device")
+        from codecflow.codecs.learned import weights as W
+
+        self.weights_path = str(weights) if weights else str(W.default_path("learned-intra"))
+        self.device = resolve_device(device)
+        # Entropy parameters and transforms run in fp32 on every device: the bitstream must
+        # decode identically wherever the encoder's device class is used again.
+        self.model, self._sha = W.load_intra_model(self.weights_path, self.device)
+
+    @property
+    def weights_id(self) -> str:
+        return self._sha[:12]
+
+    def encode_picture(self, frame: Frame, info: StreamInfo) -> bytes:
+        rgb = colour.to_rgb(frame, info.matrix, info.range)
+        return encode_rgb(self.model, rgb, self.q)
+
+    def decode_picture(self, payload: bytes, info: StreamInfo) -> Frame:
+        rgb = decode_rgb(self.model, payload)
+        if rgb.shape[:2] != (info.height, info.width):
+            raise CodecError(f"learned-intra payload holds a {rgb.shape[1]}x{rgb.shape[0]} "
+                             f"picture, the stream is {info.width}x{info.height}")
+        return colour.like(rgb, info.pix_fmt, info.matrix, info.range)

@@ -1,0 +1,163 @@
+"""Shipped weights: location, manifest, sha256 check, loading.
+
+Weights live in ``weights/`` at the repository root (override the folder with the environment
+variable ``CODECFLOW_WEIGHTS_DIR``, or a codec's ``weights`` parameter for one file). Next to
+them ``manifest.json`` records, per codec, the file name, its sha256 and size, the architecture
+and how it was trained. A weights file whose sha256 differs from the manifest is refused.
+
+A weights file is a torch pickle ``{"format": "codecflow-weights", "codec": ...,
+"architecture": {...}, "state_dict": {... fp16 tensors ...}}``; CompressAI's CDF tables are not
+shipped: they are rebuilt with ``model.update()`` after loading.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from codecflow.errors import CodecError
+
+MANIFEST = "manifest.json"
+DEFAULT_FILES = {"learned-intra": "learned_intra.pt"}
+TRAIN_HINT = ("train one with `python -m codecflow.training.image --run-dir runs/intra` "
+              "(or `codecflow train image`) and export it with "
+              "`python -m codecflow.training.image --run-dir runs/intra --export "
+              "weights/learned_intra.pt` (see docs/training.md)")
+# buffers CompressAI rebuilds in update(); never shipped
+CDF_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def weights_dir() -> Path:
+    env = os.environ.get("CODECFLOW_WEIGHTS_DIR")
+    return Path(env) if env else repo_root() / "weights"
+
+
+def default_path(codec: str = "learned-intra") -> Path:
+    return weights_dir() / DEFAULT_FILES[codec]
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(folder: str | Path) -> dict:
+    p = Path(folder) / MANIFEST
+    if not p.is_file():
+        return {}
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise CodecError(f"weights manifest {p} is not valid JSON: {e}") from e
+
+
+def write_manifest(folder: str | Path, manifest: dict) -> Path:
+    p = Path(folder) / MANIFEST
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, p)
+    return p
+
+
+def manifest_entry(path: Path, codec: str) -> dict:
+    """The manifest entry that describes weights file ``path`` (manifest next to the file)."""
+    manifest = read_manifest(path.parent)
+    entry = manifest.get(codec)
+    if entry and entry.get("file") == path.name:
+        return entry
+    for e in manifest.values():
+        if isinstance(e, dict) and e.get("file") == path.name:
+            return e
+    raise CodecError(f"weights file {path} is not listed in {path.parent / MANIFEST}; "
+                     f"refusing unverified weights ({TRAIN_HINT})")
+
+
+def verify(path: str | Path, codec: str = "learned-intra") -> str:
+    """Check ``path`` exists and matches its manifest sha256 -> the sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodecError(f"{codec}: weights file {path} not found; {TRAIN_HINT}")
+    entry = manifest_entry(path, codec)
+    expected = entry.get("sha256", "")
+    actual = sha256_file(path)
+    if actual != expected:
+        raise CodecError(f"{codec}: weights file {path} has sha256 {actual}, but "
+                         f"{path.parent / MANIFEST} expects {expected}; the file is corrupt or "
+                         f"was replaced without updating the manifest")
+    return actual
+
+
+def strip_cdf_buffers(state_dict: dict) -> dict:
+    return {k: v for k, v in state_dict.items()
+            if not any(k.endswith(b) for b in CDF_BUFFERS)}
+
+
+def load_state(path: str | Path) -> dict:
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds
+        raise CodecError(f"cannot read weights file {path}: {e}") from e
+    if not isinstance(obj, dict) or "state_dict" not in obj:
+        raise CodecError(f"weights file {path} is not a codecflow weights file")
+    return obj
+
+
+def load_intra_model(path: str | Path | None = None, device: str = "cpu", verify_hash=True):
+    """-> (IntraModel in eval mode with CDF tables built, sha256 of the file)."""
+    import torch
+
+    from codecflow.codecs.learned.model import build_model
+
+    path = Path(path) if path else default_path("learned-intra")
+    sha = verify(path, "learned-intra") if verify_hash else sha256_file(path)
+    obj = load_state(path)
+    model = build_model(obj.get("architecture"))
+    state = {k: v.float() if v.is_floating_point() else v
+             for k, v in strip_cdf_buffers(obj["state_dict"]).items()}
+    import torch.nn as nn
+
+    # plain nn.Module loading: CompressAI's override insists on the CDF buffers we don't ship
+    missing, unexpected = nn.Module.load_state_dict(model, state, strict=False)
+    missing = [k for k in missing if not any(k.endswith(b) for b in CDF_BUFFERS)]
+    if missing or unexpected:
+        raise CodecError(f"weights file {path} does not fit the learned-intra model: missing "
+                         f"{missing[:5]}, unexpected {list(unexpected)[:5]}")
+    model.eval()
+    model.update(force=True)
+    return model.to(torch.device(device)), sha
+
+
+def save_weights(model, path: str | Path, training: dict | None = None,
+                 codec: str = "learned-intra") -> dict:
+    """Write ``model`` as an fp16 weights file and record it in the manifest next to it.
+
+    Returns the manifest entry.
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
+          .contiguous() for k, v in strip_cdf_buffers(model.state_dict()).items()}
+    arch = model.architecture()
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": "codecflow-weights", "codec": codec, "architecture": arch,
+                "state_dict": sd}, tmp)
+    os.replace(tmp, path)
+    entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+             "dtype": "float16", "architecture": arch, "training": training or {}}
+    manifest = read_manifest(path.parent)
+    manifest[codec] = entry
+    write_manifest(path.parent, manifest)
+    return entry

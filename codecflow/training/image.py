@@ -1,0 +1,139 @@
+"""`codecflow train image` / `python -m codecflow.training.image`: train, resume, export the
+learned intra model (see docs/training.md).
+
+    python -m codecflow.training.image --run-dir runs/intra --threads 1          # train/resume
+    python -m codecflow.training.image --run-dir runs/intra --export weights/learned_intra.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from codecflow.training.datasets import default_data_root
+
+
+def _int_list(s: str) -> list:
+    return [int(v) for v in s.split(",") if v.strip()] if s else []
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    root = default_data_root()
+    p.add_argument("--run-dir", default="runs/intra", help="run folder (checkpoint, logs)")
+    p.add_argument("--data", default=str(root / "images" / "train"),
+                   help="folder of training images (default ../shared/data/images/train)")
+    p.add_argument("--no-extra-data", action="store_true",
+                   help="only --data (not also the stereo photos and raw video frames)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="train on generated textures (tests; no data folder needed)")
+    p.add_argument("--steps", type=int, default=None, help="total steps (default: until killed)")
+    p.add_argument("--crop", type=int, default=128, help="crop size (multiple of 64)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--warmup", type=int, default=500, help="linear LR warm-up steps")
+    p.add_argument("--decay-at", type=_int_list, default=[],
+                   help="comma-separated steps where the LR is multiplied by --decay-factor")
+    p.add_argument("--decay-factor", type=float, default=0.3)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--N", type=int, default=64, help="transform channels (new runs only)")
+    p.add_argument("--M", type=int, default=128, help="latent channels (new runs only)")
+    p.add_argument("--init-from", default=None,
+                   help="start a new run from shipped weights (e.g. weights/learned_intra.pt)")
+    p.add_argument("--val-dir", default=str(root / "images" / "kodak"),
+                   help="validation images (Kodak; never trained on)")
+    p.add_argument("--val-every", type=int, default=1000, help="validate every N steps (0: off)")
+    p.add_argument("--ckpt-every", type=float, default=300.0, help="checkpoint every N seconds")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", metavar="PATH", default=None,
+                   help="write fp16 weights from the run's checkpoint to PATH, update the "
+                        "manifest.json next to it, and exit")
+
+
+def _config(args) -> dict:
+    crop = int(args.crop)
+    if crop % 64 or crop < 64:
+        raise SystemExit(f"--crop must be a positive multiple of 64, got {crop}")
+    return {"run_dir": str(args.run_dir), "data": str(args.data), "steps": args.steps,
+            "crop": crop, "batch": int(args.batch), "lr": float(args.lr),
+            "warmup": int(args.warmup), "decay_at": list(args.decay_at),
+            "decay_factor": float(args.decay_factor), "clip": float(args.clip),
+            "threads": int(args.threads), "arch": {"N": args.N, "M": args.M},
+            "init_from": args.init_from, "val_dir": str(args.val_dir),
+            "val_every": int(args.val_every), "ckpt_every": float(args.ckpt_every),
+            "log_every": int(args.log_every), "seed": int(args.seed),
+            "synthetic": bool(args.synthetic), "commands": [_command()]}
+
+
+def _command() -> str:
+    return "python -m codecflow.training.image " + " ".join(sys.argv[1:])
+
+
+def export(run_dir: str | Path, out: str | Path) -> dict:
+    """Checkpoint of a run -> fp16 weights file + manifest entry. Returns the entry."""
+    import torch
+
+    from codecflow.codecs.learned import weights as W
+    from codecflow.codecs.learned.model import build_model
+
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    if not ckpt.is_file():
+        raise SystemExit(f"no checkpoint at {ckpt}: train first")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = state["config"]
+    model = build_model(cfg["arch"])
+    model.load_state_dict(state["model"])
+    out = Path(out)
+    training = {
+        "data": cfg.get("data_sets", []), "command": cfg.get("commands", []),
+        "steps": int(state["step"]), "device": state.get("device", "cpu") +
+        (f" ({cfg.get('threads')} thread)" if cfg.get("threads") else ""),
+        "hours": round(float(state["elapsed"]) / 3600, 3), "crop": cfg["crop"],
+        "batch": cfg["batch"], "lr": cfg["lr"], "decay_at": cfg.get("decay_at", []),
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S"), "export_command": _command(),
+    }
+    return W.save_weights(model, out, training)
+
+
+def run(args) -> int:
+    if args.export:
+        entry = export(args.run_dir, args.export)
+        print(f"exported {args.export}: {entry['bytes']} bytes, sha256 {entry['sha256']}, "
+              f"{entry['training']['steps']} steps, {entry['training']['hours']} h")
+        return 0
+    from codecflow.training.datasets import load_training_images, synthetic_images
+    from codecflow.training.loop import train
+
+    cfg = _config(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
+    if args.synthetic:
+        images, sets = synthetic_images(32, max(160, cfg["crop"] + 32)), ["synthetic"]
+    else:
+        t0 = time.time()
+        try:
+            images, sets = load_training_images(args.data, extra=not args.no_extra_data)
+        except FileNotFoundError as e:
+            print(f"error: {e} (pass --data, or --synthetic for a smoke test)", file=sys.stderr)
+            return 2
+        print(f"loaded {len(images)} training images in {time.time() - t0:.1f} s from "
+              f"{', '.join(sets)}", flush=True)
+    res = train(cfg, images, sets)
+    print(f"stopped at step {res['step']} ({res['elapsed'] / 3600:.2f} h)")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m codecflow.training.image",
+                                description="train / resume / export the learned-intra model")
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

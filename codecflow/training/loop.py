@@ -1,0 +1,286 @@
+"""Resumable training loop for the learned intra image model.
+
+A run lives in one folder (``--run-dir``):
+
+* ``checkpoint.pt``: model, both optimizers, step, RNG states, elapsed seconds, config and the
+  command history; written atomically (tmp file + os.replace) every ``ckpt_every`` seconds, at
+  the end, and on SIGTERM / SIGINT. Relaunching with the same run dir resumes from it.
+* ``log.jsonl``: one JSON line every ``log_every`` steps (step, loss, bpp, mse, psnr, lr,
+  steps/s, elapsed hours).
+* ``val.jsonl``: periodic validation with real compress / decompress on a few Kodak images
+  (bpp from the payload bytes, PSNR-RGB), at a few q values.
+
+The learning-rate schedule is a pure function of the step and the *current* command line
+(warm-up, then a factor ``decay_factor`` at each step in ``decay_at``), so a relaunch can change
+it without touching the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from codecflow.codecs.learned.model import build_model
+from codecflow.training.losses import rd_loss
+
+VAL_QS = (0, 21, 42, 63)
+VAL_KODAK = ("kodim01.png", "kodim04.png", "kodim07.png", "kodim14.png", "kodim19.png",
+             "kodim23.png")
+# keys of the config that a relaunch may override from its command line
+OVERRIDABLE = ("steps", "lr", "warmup", "decay_at", "decay_factor", "clip", "val_every",
+               "ckpt_every", "log_every", "threads", "batch", "crop", "val_dir", "val_images",
+               "gain_lr_mult")
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    lr = cfg["lr"] * min(1.0, (step + 1) / max(1, cfg.get("warmup", 0)))
+    for m in cfg.get("decay_at") or ():
+        if step >= m:
+            lr *= cfg.get("decay_factor", 0.3)
+    return lr
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _rng_state(np_rng: np.random.Generator) -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np_rng.bit_generator.state,
+            "python": random.getstate()}
+
+
+def _set_rng_state(st: dict, np_rng: np.random.Generator) -> None:
+    torch.set_rng_state(st["torch"])
+    np_rng.bit_generator.state = st["numpy"]
+    random.setstate(st["python"])
+
+
+def make_optimizers(model, cfg: dict):
+    gains = [model.log_gain, model.log_inv_gain]
+    gain_ids = {id(p) for p in gains}
+    net = [p for n, p in model.named_parameters()
+           if not n.endswith(".quantiles") and id(p) not in gain_ids]
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam([{"params": net, "lr_mult": 1.0},
+                            {"params": gains, "lr_mult": cfg.get("gain_lr_mult", 5.0)}],
+                           lr=cfg["lr"])
+    aux_opt = torch.optim.Adam(aux, lr=1e-3)
+    return opt, aux_opt
+
+
+def load_val_images(cfg: dict) -> list:
+    d = cfg.get("val_dir")
+    if not d or not Path(d).is_dir():
+        return []
+    from codecflow.training.datasets import _read_rgb
+
+    out = []
+    for name in cfg.get("val_images") or VAL_KODAK:
+        img = _read_rgb(Path(d) / name)
+        if img is not None:
+            out.append(img)
+    return out
+
+
+def validate(model, images: list, qs=VAL_QS) -> list:
+    """Real compress / decompress -> [{"q", "bpp", "psnr_rgb", "enc_s", "dec_s"}] (means)."""
+    from codecflow.codecs.learned.intra import decode_rgb, encode_rgb
+    from codecflow.codecs.metrics import psnr
+
+    was_training = model.training
+    model.eval()
+    model.update(force=True)
+    rows = []
+    for q in qs:
+        bpp, ps, te, td = [], [], 0.0, 0.0
+        for img in images:
+            t0 = time.perf_counter()
+            payload = encode_rgb(model, img, q)
+            t1 = time.perf_counter()
+            rec = decode_rgb(model, payload)
+            td += time.perf_counter() - t1
+            te += t1 - t0
+            bpp.append(len(payload) * 8.0 / (img.shape[0] * img.shape[1]))
+            ps.append(psnr(img, rec))
+        n = max(1, len(images))
+        rows.append({"q": q, "bpp": float(np.mean(bpp)), "psnr_rgb": float(np.mean(ps)),
+                     "enc_s": te / n, "dec_s": td / n})
+    model.train(was_training)
+    return rows
+
+
+class _Stop:
+    def __init__(self):
+        self.flag = False
+
+    def __call__(self, signum, frame):
+        self.flag = True
+
+
+def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
+          stop_after: int | None = None) -> dict:
+    """Train until ``cfg["steps"]`` (None: forever) or a signal. Returns the final state summary.
+
+    ``images``: uint8 RGB training pictures (loaded by the caller). ``stop_after``: stop after
+    this many steps of *this* call (tests).
+    """
+    run_dir = Path(cfg["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = run_dir / "checkpoint.pt"
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    np_rng = np.random.default_rng(cfg.get("seed", 0))
+    torch.manual_seed(cfg.get("seed", 0))
+    random.seed(cfg.get("seed", 0))
+
+    state = None
+    if ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        old = dict(state["config"])
+        for k in OVERRIDABLE:
+            if k in cfg:
+                old[k] = cfg[k]
+        old["commands"] = old.get("commands", []) + cfg.get("commands", [])
+        cfg = old
+    model = build_model(cfg.get("arch"))
+    cfg["arch"] = {"N": model.N, "M": model.M, "lambdas": list(model.lambdas)}
+    opt, aux_opt = make_optimizers(model, cfg)
+    step, elapsed = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        aux_opt.load_state_dict(state["aux_opt"])
+        step, elapsed = int(state["step"]), float(state["elapsed"])
+        _set_rng_state(state["rng"], np_rng)
+        print(f"resumed {ckpt_path} at step {step} ({elapsed / 3600:.2f} h)", flush=True)
+    elif cfg.get("init_from"):
+        from codecflow.codecs.learned.weights import load_state, strip_cdf_buffers
+
+        obj = load_state(cfg["init_from"])
+        sd = {k: v.float() if v.is_floating_point() else v
+              for k, v in strip_cdf_buffers(obj["state_dict"]).items()}
+        torch.nn.Module.load_state_dict(model, sd, strict=False)
+        print(f"initialised from {cfg['init_from']}", flush=True)
+    model.train()
+
+    from codecflow.training.datasets import ImageSet
+
+    data = ImageSet(images, crop=cfg["crop"])
+    val_images = load_val_images(cfg)
+    data_sets = data_sets or cfg.get("data_sets", [])
+    cfg["data_sets"] = data_sets
+
+    def checkpoint():
+        save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
+                     "aux_opt": aux_opt.state_dict(), "step": step, "elapsed": elapsed,
+                     "rng": _rng_state(np_rng), "config": cfg,
+                     "device": "cpu", "torch": torch.__version__}, ckpt_path)
+
+    stopper = _Stop()
+    old_handlers = {}
+    if stop_after is None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                old_handlers[sig] = signal.signal(sig, stopper)
+            except ValueError:  # not the main thread
+                pass
+
+    log_f = open(run_dir / "log.jsonl", "a")
+    total = cfg.get("steps")
+    K = model.K
+    t_ckpt = time.time()
+    t_win, s_win = time.time(), 0
+    acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0}
+    done_here = 0
+    last = {}
+    bad = 0
+    save_ok = True
+    try:
+        while not stopper.flag and (total is None or step < total) and \
+                (stop_after is None or done_here < stop_after):
+            t_step = time.time()
+            lr = lr_at(step, cfg)
+            for g in opt.param_groups:
+                g["lr"] = lr * g.get("lr_mult", 1.0)
+            x = torch.from_numpy(data.sample_batch(np_rng, cfg["batch"]))
+            pos = torch.rand(x.shape[0]) * (K - 1)
+            lam = model.pos_to_lambda(pos)
+            out = model(x, pos)
+            losses = rd_loss(out, x, lam)
+            if not math.isfinite(losses["loss"].item()):
+                bad += 1
+                if bad > 20:
+                    save_ok = False
+                    raise FloatingPointError(f"loss not finite for {bad} steps at step {step}; "
+                                             f"checkpoint left as it was")
+                continue
+            bad = 0
+            opt.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if cfg.get("clip"):
+                torch.nn.utils.clip_grad_norm_(
+                    [p for g in opt.param_groups for p in g["params"]], cfg["clip"])
+            opt.step()
+            aux_loss = model.aux_loss()
+            aux_opt.zero_grad(set_to_none=True)
+            aux_loss.backward()
+            aux_opt.step()
+            step += 1
+            done_here += 1
+            s_win += 1
+            elapsed += time.time() - t_step
+            for k in ("loss", "bpp", "mse"):
+                acc[k] += losses[k].item()
+            acc["aux"] += aux_loss.item()
+
+            if step % cfg["log_every"] == 0:
+                now = time.time()
+                n = max(1, s_win)
+                mse = acc["mse"] / n
+                last = {"step": step, "loss": acc["loss"] / n, "bpp": acc["bpp"] / n, "mse": mse,
+                        "psnr": -10 * math.log10(max(mse, 1e-10)), "aux": acc["aux"] / n,
+                        "lr": lr, "steps_per_s": n / max(1e-9, now - t_win),
+                        "hours": elapsed / 3600, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                log_f.write(json.dumps(last) + "\n")
+                log_f.flush()
+                print(f"step {step} loss {last['loss']:.4f} bpp {last['bpp']:.3f} "
+                      f"psnr {last['psnr']:.2f} lr {lr:.2e} {last['steps_per_s']:.2f} it/s "
+                      f"{elapsed / 3600:.2f} h", flush=True)
+                t_win, s_win = now, 0
+                acc = dict.fromkeys(acc, 0.0)
+            if cfg.get("val_every") and step % cfg["val_every"] == 0 and val_images:
+                rows = validate(model, val_images)
+                rec = {"step": step, "hours": elapsed / 3600, "images": len(val_images),
+                       "points": rows}
+                with open(run_dir / "val.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                print("val " + "  ".join(f"q{r['q']}: {r['bpp']:.3f} bpp {r['psnr_rgb']:.2f} dB"
+                                         for r in rows), flush=True)
+                t_win, s_win = time.time(), 0
+                acc = dict.fromkeys(acc, 0.0)
+            if time.time() - t_ckpt >= cfg["ckpt_every"]:
+                checkpoint()
+                t_ckpt = time.time()
+    finally:
+        if save_ok:
+            checkpoint()
+            print(f"checkpoint saved at step {step}: {ckpt_path}", flush=True)
+        log_f.close()
+        for sig, h in old_handlers.items():
+            signal.signal(sig, h)
+    return {"step": step, "elapsed": elapsed, "last": last, "config": cfg}
+
+
+def command_line() -> str:
+    return " ".join([Path(sys.executable).name, "-m", "codecflow.training.image"] + sys.argv[1:])

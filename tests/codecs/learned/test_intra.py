@@ -1,0 +1,153 @@
+"""learned-intra: payload round trips, units, weights manifest, error paths (fast, CPU)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from codecflow.codecs import colour  # noqa: E402
+from codecflow.codecs.base import Frame, StreamInfo, Unit, create_codec  # noqa: E402
+from codecflow.codecs.decoding import decode_checked  # noqa: E402
+from codecflow.codecs.metrics import psnr  # noqa: E402
+from codecflow.errors import CodecError, ReconstructionMismatch  # noqa: E402
+
+
+def _image(h, w, seed=0):
+    from codecflow.training.datasets import synthetic_images
+
+    img = synthetic_images(1, max(h, w, 16), seed=seed)[0]
+    return np.ascontiguousarray(img[:h, :w])
+
+
+@pytest.fixture(scope="module")
+def rand_weights(tmp_path_factory):
+    """A randomly initialised model saved like shipped weights (with its manifest)."""
+    from codecflow.codecs.learned.model import build_model
+    from codecflow.codecs.learned.weights import save_weights
+
+    torch.manual_seed(0)
+    model = build_model({"N": 32, "M": 48}).eval()
+    path = tmp_path_factory.mktemp("w") / "learned_intra.pt"
+    save_weights(model, path, {"data": ["random init (tests)"]})
+    return path
+
+
+@pytest.fixture(scope="module")
+def codec(rand_weights):
+    return create_codec("learned-intra", q=40, weights=str(rand_weights))
+
+
+def _unit(frames, info, kind="frame"):
+    return Unit(kind, 0, "s", frames, info)
+
+
+@pytest.mark.parametrize("h,w", [(61, 97), (1, 1), (64, 64), (3, 130)])
+def test_roundtrip_rgb_odd_sizes(codec, h, w):
+    info = StreamInfo(width=w, height=h, pix_fmt="rgb24")
+    frame = Frame.rgb(_image(h, w))
+    coded = codec.encode(_unit([frame], info))
+    assert len(coded.records) == 1
+    out = decode_checked(codec, coded.records, info, "frame")
+    assert out[0].fmt == "rgb24" and out[0].planes[0].shape == (h, w, 3)
+    assert np.array_equal(out[0].planes[0], coded.recon[0].planes[0])
+    assert coded.records[0].payload[0] == 0x4C
+
+
+def test_roundtrip_yuv420p(codec):
+    h, w = 61, 97
+    info = StreamInfo(width=w, height=h, pix_fmt="yuv420p", matrix="bt601", range="limited")
+    frame = colour.rgb_to_i420(_image(h, w), "bt601", "limited")
+    coded = codec.encode(_unit([frame], info))
+    out = decode_checked(codec, coded.records, info, "frame")[0]
+    assert out.fmt == "yuv420p"
+    assert [p.shape for p in out.planes] == [(61, 97), (31, 49), (31, 49)]
+
+
+def test_pair_and_gop_units(codec):
+    h, w = 40, 72
+    info = StreamInfo(width=w, height=h, pix_fmt="rgb24")
+    frames = [Frame.rgb(_image(h, w, seed=s)) for s in range(3)]
+    pair = codec.encode(_unit(frames[:2], info, "pair"))
+    assert len(pair.records) == 1 and len(pair.recon) == 2
+    got = decode_checked(codec, pair.records, info, "pair")
+    assert all(np.array_equal(a.planes[0], b.planes[0]) for a, b in zip(got, pair.recon))
+    gop = codec.encode(_unit(frames, info, "gop"))
+    assert len(gop.records) == 3
+    assert [r.frame_index for r in gop.records] == [0, 1, 2]
+    got = decode_checked(codec, gop.records, info, "gop")
+    assert all(np.array_equal(a.planes[0], b.planes[0]) for a, b in zip(got, gop.recon))
+
+
+def test_weights_id_and_header(codec, rand_weights):
+    from codecflow.codecs.learned.weights import sha256_file
+
+    assert codec.weights_id == sha256_file(rand_weights)[:12]
+    hdr = codec.header()
+    assert hdr["codec"] == "learned-intra" and hdr["weights"] == codec.weights_id
+    assert hdr["q"] == 40
+
+
+def test_corrupt_payload_raises_codec_error(codec):
+    info = StreamInfo(width=50, height=30, pix_fmt="rgb24")
+    payload = codec.encode_picture(Frame.rgb(_image(30, 50)), info)
+    bad = [payload[:10], payload[:-3], payload + b"\0", b"",
+           bytes([0x00]) + payload[1:],
+           payload[:30] + bytes([payload[30] ^ 0xFF]) + payload[31:]]
+    for p in bad:
+        with pytest.raises(CodecError):
+            codec.decode_picture(p, info)
+
+
+def test_reconstruction_mismatch_detected(codec):
+    info = StreamInfo(width=33, height=17, pix_fmt="rgb24")
+    coded = codec.encode(_unit([Frame.rgb(_image(17, 33))], info))
+    rec = coded.records[0]
+    rec.recon_crc ^= 0x1
+    with pytest.raises(ReconstructionMismatch):
+        decode_checked(codec, coded.records, info, "frame")
+
+
+def test_manifest_hash_mismatch(rand_weights, tmp_path):
+    for f in ("learned_intra.pt", "manifest.json"):
+        shutil.copy(rand_weights.parent / f, tmp_path / f)
+    w = tmp_path / "learned_intra.pt"
+    data = bytearray(w.read_bytes())
+    data[-100] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(CodecError, match="sha256") as e:
+        create_codec("learned-intra", q=10, weights=str(w))
+    assert "learned_intra.pt" in str(e.value) and "expects" in str(e.value)
+
+
+def test_missing_weights_tells_how_to_train(tmp_path):
+    with pytest.raises(CodecError, match="not found.*train"):
+        create_codec("learned-intra", q=10, weights=str(tmp_path / "nope.pt"))
+
+
+def test_unknown_param_and_bad_q(rand_weights):
+    with pytest.raises(CodecError):
+        create_codec("learned-intra", q=10, weights=str(rand_weights), bogus=1)
+    with pytest.raises(CodecError):
+        create_codec("learned-intra", q=64, weights=str(rand_weights))
+
+
+def test_q_monotonic_with_shipped_weights():
+    from codecflow.codecs.learned.weights import default_path
+
+    if not default_path().is_file():
+        pytest.skip(f"no shipped weights at {default_path()} (train and export first)")
+    img = _image(128, 192, seed=3)
+    info = StreamInfo(width=192, height=128, pix_fmt="rgb24")
+    sizes, quality = [], []
+    for q in (0, 21, 42, 63):
+        c = create_codec("learned-intra", q=q)
+        payload = c.encode_picture(Frame.rgb(img), info)
+        rec = c.decode_picture(payload, info)
+        sizes.append(len(payload))
+        quality.append(psnr(img, rec.planes[0]))
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4, sizes
+    assert quality == sorted(quality), quality
