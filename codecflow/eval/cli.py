@@ -100,7 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "default jpeg when swept)")
     parser.add_argument("--published", default=None, metavar="DIR",
                         help="folder of published anchor curves (CompressAI json); default "
-                             "../shared/anchors/kodak when it exists; 'none' to disable")
+                             "../shared/anchors/kodak when it exists and the inputs are "
+                             "images; 'none' to disable")
     parser.add_argument("--device", default="cpu", help="device for learned codecs (cpu, cuda)")
     parser.add_argument("--frames", type=int, default=None, metavar="N",
                         help="code at most N frames of each .yuv sequence")
@@ -214,7 +215,9 @@ def run(args) -> int:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
 
     if args.published is None:
-        pub_dir = default_published()
+        # published curves are Kodak image results: not a default for video sequences
+        images_only = all(s.kind == "image" for s in rd.find_sources(args.input, args.frames))
+        pub_dir = default_published() if images_only else None
     elif str(args.published).lower() in ("", "none", "off"):
         pub_dir = None
     else:

@@ -202,3 +202,16 @@ def test_kodak_crop_x265_intra_beats_jpeg(tmp_path):
     from codecflow.eval import bdrate
     bd = bdrate.bd_rate(*rd.curve(j), *rd.curve(x))
     assert bd is not None and bd < -20
+
+
+def test_eval_cli_yuv_has_no_default_published(tmp_path):
+    seq = tmp_path / "tiny_64x48_30.yuv"
+    write_yuv(seq, 64, 48, 3)
+    out = tmp_path / "evy"
+    rc = cli.main(["--codec", "x265", "--q", "20,40", "--input", str(seq), "--gop", "3",
+                   "--metric", "psnr_yuv", "--out", str(out), "--quiet"])
+    assert rc == 0
+    data = json.loads((out / "rd.json").read_text())
+    assert data["published_dir"] is None and data["bdrate"] == []
+    assert data["codecs"]["x265"]["per_image"]["tiny_64x48_30"][0]["frames"] == 3
+    assert (out / "rd.png").exists()
