@@ -275,3 +275,12 @@ def test_stages_started_alone_over_tcp(tmp_path):
     assert codes == [0, 0, 0, 0], [p.stderr.read() for p in procs]
     assert summary(out)["frames"] == 12
     assert frame_indices(out / "synthetic.cfl") == list(range(12))
+
+
+def test_worker_codec_failure_stops_fast_naming_stage(tmp_path):
+    t0 = time.time()
+    p = run_cli("run", ROOT / "configs/demo_video.yaml", "--set", f"output.dir={tmp_path / 'o'}",
+                "--set", "codec.name=jpeg", "--set", "codec.params={bogus: 1}")
+    assert p.returncode == 3
+    assert "bogus" in p.stderr and "encode-0" in p.stderr
+    assert time.time() - t0 < 30

@@ -161,10 +161,14 @@ class Supervisor:
                     continue
                 if source.poll() is not None or self.signals:
                     continue  # shutting down
-                if st.returncode == 3:  # codec failure: the dispatcher reports it and stops
-                    self.failed.append(f"{name} ({st.describe_exit()})")
+                if st.returncode == 0 or any(name in f for f in self.failed):
                     continue
-                if st.returncode == 0:
+                if st.returncode in (2, 3):  # its codec/config failed: restarting cannot help
+                    self.failed.append(f"{name} ({st.describe_exit()})")
+                    log.error("%s failed (%s); stopping the pipeline", name, st.describe_exit())
+                    source.signal(signal.SIGTERM)
+                    time.sleep(0.05)  # (two signals sent at once may merge into one)
+                    source.signal(signal.SIGTERM)  # second signal: do not wait for a drain
                     continue
                 if self.restarts < cfg.max_restarts:
                     self.restarts += 1

@@ -25,7 +25,7 @@ class UnitQueue:
         return sum(1 for it in self._items if it[0] == "unit")
 
     def put(self, item: tuple, stop: threading.Event | None = None) -> bool:
-        """Add an item; False if the queue was closed (pipeline stopping) while waiting."""
+        """Add an item; False for a unit refused because the queue was closed (stopping)."""
         with self._cond:
             if item[0] == "unit":
                 if self.live:
@@ -41,8 +41,8 @@ class UnitQueue:
                         if stop is not None and stop.is_set():
                             return False
                         self._cond.wait(0.1)
-            if self.closed:
-                return False
+                if self.closed:
+                    return False  # stopping: no new units, but stream markers still pass
             self._items.append(item)
             self._cond.notify_all()
             return True

@@ -61,3 +61,11 @@ def test_offline_queue_close_releases_waiter():
     q.close()
     t.join(2)
     assert res == [False]
+
+
+def test_closed_queue_refuses_units_but_passes_markers():
+    q = UnitQueue(2, live=False)
+    q.close()
+    assert q.put(unit(0)) is False
+    assert q.put(("eos", "s", 0)) is True and q.put(("done",)) is True
+    assert [q.get_nowait()[0] for _ in range(2)] == ["eos", "done"]

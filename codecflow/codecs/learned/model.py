@@ -29,7 +29,7 @@ from compressai.models.base import CompressionModel, get_scale_table
 from torch import nn
 
 from codecflow.codecs.learned.layers import (
-    anchor_mask, cb_gather, cb_scatter, conv, deconv, grid_means, ste_round)
+    MEAN_STEP, anchor_mask, cb_gather, cb_scatter, conv, deconv, grid_means, ste_round)
 
 STRIDE = 64  # total down-sampling incl. the hyperprior: pad pictures to a multiple of this
 DEFAULT_LAMBDAS = (0.0018, 0.0048, 0.0130, 0.0348, 0.0932)
@@ -95,6 +95,24 @@ class IntraModel(CompressionModel):
         scales, means = self.ep(torch.cat([hyper, ctx], dim=1)).chunk(2, 1)
         return scales, grid_means(means)
 
+    def _params_exact(self, hyper: torch.Tensor, y_hat_a: torch.Tensor | None):
+        """Entropy parameters for coding: computed in float64, returned as float32.
+
+        The fp32 result of a conv may differ in the last bits with the thread count or the
+        kernel chosen; in float64 such differences are ~1e-16 relative and almost never survive
+        the cast to fp32, the 1/16 mean grid and the scale-table lookup, so encoder and decoder
+        get identical CDF indexes and means.
+        """
+        ctx = (torch.zeros_like(hyper) if y_hat_a is None
+               else _f64_call(self.ctx, y_hat_a.double()))
+        p = _f64_call(self.ep, torch.cat([hyper, ctx], dim=1))
+        scales, means = p.chunk(2, 1)
+        means = torch.round(means / MEAN_STEP) * MEAN_STEP
+        return scales.float().contiguous(), means.float().contiguous()
+
+    def _hyper_exact(self, z_hat: torch.Tensor) -> torch.Tensor:
+        return _f64_call(self.h_s, z_hat.double())
+
     # ---------------------------------------------------------------- training
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> dict:
         g, ig = self.gains(pos)
@@ -138,14 +156,14 @@ class IntraModel(CompressionModel):
         z_str = self.entropy_bottleneck.compress(z)
         z_hat = self.entropy_bottleneck.decompress(z_str, z_shape)
         # identical to the decoder from here on
-        hyper = self.h_s(z_hat)
-        s_a, m_a = self._params(hyper, torch.zeros_like(hyper))
+        hyper = self._hyper_exact(z_hat)
+        s_a, m_a = self._params_exact(hyper, None)
         ya, sa, ma = cb_gather(y, True), cb_gather(s_a, True), cb_gather(m_a, True)
         gc = self.gaussian_conditional
         a_str = gc.compress(ya, gc.build_indexes(sa), ma)
         ya_hat = gc.quantize(ya, "dequantize", ma)
         y_hat_a = cb_scatter(ya_hat, torch.zeros_like(y), True)
-        s_n, m_n = self._params(hyper, self.ctx(y_hat_a))
+        s_n, m_n = self._params_exact(hyper, y_hat_a)
         yn, sn, mn = cb_gather(y, False), cb_gather(s_n, False), cb_gather(m_n, False)
         n_str = gc.compress(yn, gc.build_indexes(sn), mn)
         return {"strings": [z_str[0], a_str[0], n_str[0]], "z_shape": z_shape}
@@ -157,13 +175,13 @@ class IntraModel(CompressionModel):
         pos = torch.tensor([self.q_to_pos(q)], device=dev)
         _, ig = self.gains(pos)
         z_hat = self.entropy_bottleneck.decompress([strings[0]], tuple(z_shape))
-        hyper = self.h_s(z_hat)
-        s_a, m_a = self._params(hyper, torch.zeros_like(hyper))
+        hyper = self._hyper_exact(z_hat)
+        s_a, m_a = self._params_exact(hyper, None)
         gc = self.gaussian_conditional
         sa, ma = cb_gather(s_a, True), cb_gather(m_a, True)
         ya_hat = gc.decompress([strings[1]], gc.build_indexes(sa), means=ma)
         y_hat = cb_scatter(ya_hat, torch.zeros_like(s_a), True)
-        s_n, m_n = self._params(hyper, self.ctx(y_hat))
+        s_n, m_n = self._params_exact(hyper, y_hat)
         sn, mn = cb_gather(s_n, False), cb_gather(m_n, False)
         yn_hat = gc.decompress([strings[2]], gc.build_indexes(sn), means=mn)
         y_hat = cb_scatter(yn_hat, y_hat, False)
@@ -178,6 +196,15 @@ class IntraModel(CompressionModel):
     def architecture(self) -> dict:
         return {"class": "IntraModel", "N": self.N, "M": self.M, "lambdas": list(self.lambdas),
                 "stride": STRIDE, "params": sum(p.numel() for p in self.parameters())}
+
+
+def _f64_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``module`` in float64 (parameters cast on the fly; the module is not modified)."""
+    from torch.func import functional_call
+
+    state = {k: v.double() if v.is_floating_point() else v
+             for k, v in list(module.named_parameters()) + list(module.named_buffers())}
+    return functional_call(module, state, (x,))
 
 
 def build_model(arch: dict | None = None) -> IntraModel:
