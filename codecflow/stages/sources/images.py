@@ -251,7 +251,7 @@ class ImageFolderSource(_ImageSourceBase):
         recursive: bool = _opt(False, "also look in sub-folders (names get the folder prefix)")
         frames: int | None = _opt(None, "ignored (an image is one frame)")
         matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="RGB->YUV matrix for codecs")
-        range: str = schema.choice("limited", RANGE_CHOICES, help="YUV range for codecs")
+        range: str = schema.choice("full", RANGE_CHOICES, help="YUV range for codecs (RGB pictures are full range)")
 
     def validate(self) -> list[_Entry]:
         c = self.config
@@ -288,7 +288,7 @@ class StereoImageFolderSource(_ImageSourceBase):
         recursive: bool = _opt(False, "also look in sub-folders (names get the folder prefix)")
         frames: int | None = _opt(None, "ignored (a pair is one instant)")
         matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="RGB->YUV matrix for codecs")
-        range: str = schema.choice("limited", RANGE_CHOICES, help="YUV range for codecs")
+        range: str = schema.choice("full", RANGE_CHOICES, help="YUV range for codecs (RGB pictures are full range)")
 
     def validate(self) -> list[_Entry]:
         c = self.config

@@ -51,7 +51,7 @@ def test_folder_of_mixed_sizes(tmp_path):
     assert [(s.info.width, s.info.height) for s in streams] == [(60, 40), (40, 60), (9, 7)]
     for s in streams:
         assert (s.info.pix_fmt, s.info.views, s.total) == ("rgb24", 1, 1)
-        assert (s.info.matrix, s.info.range) == ("bt709", "limited")
+        assert (s.info.matrix, s.info.range) == ("bt709", "full")
     got = [list(s.frames) for s in streams]
     assert all(len(g) == 1 and len(g[0]) == 1 for g in got)
     assert np.array_equal(got[0][0][0].planes[0], land)  # PNG is lossless, RGB order
