@@ -8,6 +8,7 @@ learned intra model (see docs/training.md).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -87,8 +88,18 @@ def export(run_dir: str | Path, out: str | Path) -> dict:
     model = build_model(cfg["arch"])
     model.load_state_dict(state["model"])
     out = Path(out)
+    root = W.repo_root()
+
+    def rel(d: str) -> str:
+        head, _, tail = d.partition(" ")
+        try:
+            head = os.path.relpath(head, root) if os.path.isabs(head) else head
+        except ValueError:
+            pass
+        return (head + " " + tail).strip()
+
     training = {
-        "data": cfg.get("data_sets", []), "command": cfg.get("commands", []),
+        "data": [rel(d) for d in cfg.get("data_sets", [])], "command": cfg.get("commands", []),
         "steps": int(state["step"]), "device": state.get("device", "cpu") +
         (f" ({cfg.get('threads')} thread)" if cfg.get("threads") else ""),
         "hours": round(float(state["elapsed"]) / 3600, 3), "crop": cfg["crop"],

@@ -153,6 +153,13 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
                 old[k] = cfg[k]
         old["commands"] = old.get("commands", []) + cfg.get("commands", [])
         cfg = old
+    init = None
+    if state is None and cfg.get("init_from"):
+        from codecflow.codecs.learned.weights import load_state
+
+        init = load_state(cfg["init_from"])
+        a = init.get("architecture") or {}
+        cfg["arch"] = {k: a[k] for k in ("N", "M", "lambdas") if k in a} or cfg.get("arch")
     model = build_model(cfg.get("arch"))
     cfg["arch"] = {"N": model.N, "M": model.M, "lambdas": list(model.lambdas)}
     opt, aux_opt = make_optimizers(model, cfg)
@@ -164,12 +171,11 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         step, elapsed = int(state["step"]), float(state["elapsed"])
         _set_rng_state(state["rng"], np_rng)
         print(f"resumed {ckpt_path} at step {step} ({elapsed / 3600:.2f} h)", flush=True)
-    elif cfg.get("init_from"):
-        from codecflow.codecs.learned.weights import load_state, strip_cdf_buffers
+    elif init is not None:
+        from codecflow.codecs.learned.weights import strip_cdf_buffers
 
-        obj = load_state(cfg["init_from"])
         sd = {k: v.float() if v.is_floating_point() else v
-              for k, v in strip_cdf_buffers(obj["state_dict"]).items()}
+              for k, v in strip_cdf_buffers(init["state_dict"]).items()}
         torch.nn.Module.load_state_dict(model, sd, strict=False)
         print(f"initialised from {cfg['init_from']}", flush=True)
     model.train()

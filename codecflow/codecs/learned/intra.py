@@ -95,6 +95,12 @@ def decode_rgb(model, payload: bytes) -> np.ndarray:
 
     q, h, w, strings = unpack_payload(payload)
     hp, wp = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
+    # fp32 convs on CPU give last-bit differences for some thread counts (seen: 3 vs 1/2/4/8);
+    # decode with a power-of-two thread count so encoder and decoder processes agree.
+    n = torch.get_num_threads()
+    p2 = 1 << (n.bit_length() - 1)
+    if p2 != n:
+        torch.set_num_threads(p2)
     try:
         with torch.no_grad():
             x_hat = model.decompress(strings, (hp // STRIDE, wp // STRIDE), q)
@@ -102,6 +108,9 @@ def decode_rgb(model, payload: bytes) -> np.ndarray:
         raise
     except Exception as e:  # noqa: BLE001 - rANS / shape errors from a bad stream
         raise CodecError(f"learned-intra payload cannot be decoded: {e}") from e
+    finally:
+        if p2 != n:
+            torch.set_num_threads(n)
     x_hat = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
     return np.ascontiguousarray(x_hat.permute(1, 2, 0).cpu().numpy())
 
@@ -110,11 +119,15 @@ def resolve_device(device: str) -> str:
     import torch
 
     if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise CodecError(f"device {device!r} requested but CUDA is not available")
     if device != "cpu" and not device.startswith("cuda"):
         raise CodecError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device.startswith("cuda"):
+        # same conv algorithms every run: the decoder must reproduce the encoder's recon
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     return device
 
 

@@ -113,6 +113,14 @@ class IntraModel(CompressionModel):
     def _hyper_exact(self, z_hat: torch.Tensor) -> torch.Tensor:
         return _f64_call(self.h_s, z_hat.double())
 
+    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
+        """g_s for decoding: the GDN normalisations (1x1 convs, whose fp32 result varies with
+        the thread count) run in float64, so the reconstruction does not depend on it."""
+        x = y_hat
+        for mod in self.g_s:
+            x = _gdn_exact(mod, x) if isinstance(mod, GDN) else mod(x)
+        return x
+
     # ---------------------------------------------------------------- training
     def forward(self, x: torch.Tensor, pos: torch.Tensor) -> dict:
         g, ig = self.gains(pos)
@@ -185,7 +193,7 @@ class IntraModel(CompressionModel):
         sn, mn = cb_gather(s_n, False), cb_gather(m_n, False)
         yn_hat = gc.decompress([strings[2]], gc.build_indexes(sn), means=mn)
         y_hat = cb_scatter(yn_hat, y_hat, False)
-        return self.g_s(y_hat * ig)
+        return self.synthesis(y_hat * ig)
 
     def update(self, scale_table=None, force=False, update_quantiles=False):
         if scale_table is None:
@@ -205,6 +213,16 @@ def _f64_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     state = {k: v.double() if v.is_floating_point() else v
              for k, v in list(module.named_parameters()) + list(module.named_buffers())}
     return functional_call(module, state, (x,))
+
+
+def _gdn_exact(gdn: GDN, x: torch.Tensor) -> torch.Tensor:
+    c = x.shape[1]
+    beta = gdn.beta_reparam(gdn.beta).double()
+    gamma = gdn.gamma_reparam(gdn.gamma).double().reshape(c, c, 1, 1)
+    xd = x.double()
+    norm = F.conv2d(xd * xd, gamma, beta)
+    norm = torch.sqrt(norm) if gdn.inverse else torch.rsqrt(norm)
+    return (xd * norm).float()
 
 
 def build_model(arch: dict | None = None) -> IntraModel:

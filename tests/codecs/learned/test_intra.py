@@ -151,3 +151,27 @@ def test_q_monotonic_with_shipped_weights():
         quality.append(psnr(img, rec.planes[0]))
     assert sizes == sorted(sizes) and len(set(sizes)) == 4, sizes
     assert quality == sorted(quality), quality
+
+
+def test_decode_independent_of_thread_count(codec):
+    info = StreamInfo(width=130, height=70, pix_fmt="rgb24")
+    payload = codec.encode_picture(Frame.rgb(_image(70, 130, seed=5)), info)
+    n = torch.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            outs.append(codec.decode_picture(payload, info).crc32())
+    finally:
+        torch.set_num_threads(n)
+    assert len(set(outs)) == 1, outs
+
+
+def test_monotonic_rate_position_helpers(rand_weights):
+    from codecflow.codecs.learned.weights import load_intra_model
+
+    model, _ = load_intra_model(rand_weights)
+    lams = [float(model.pos_to_lambda(torch.tensor([model.q_to_pos(q)]))) for q in range(64)]
+    assert lams == sorted(lams)
+    assert lams[0] == pytest.approx(model.lambdas[0]) and lams[-1] == pytest.approx(
+        model.lambdas[-1], rel=1e-5)
