@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Kodak RD through the real pipeline (the bar of the "beat WebP" issue).
+
+For each codec and q: `run_pipeline.py configs/images.yaml` on the Kodak folder (one .cfl per
+image), then `codecflow decode` of the written files with `--reference` (independent decode:
+rate = .cfl bytes, PSNR-RGB of what the decoder reconstructs). The pipeline's summary PSNR must
+equal the decode's; the script checks it. Points are means over the 24 images (as published
+Kodak curves are). BD-rate (PSNR-RGB) against our JPEG, WebP, x265-intra, and the published
+curves in ../shared/anchors/kodak.
+
+Prints a table and writes bench/results/kodak_pipeline_rd.{json,md} and kodak_pipeline_rd.png.
+    python bench/kodak_pipeline_rd.py [--codec learned-intra,jpeg,webp,x265-intra] [--q ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from codecflow.eval import bdrate  # noqa: E402
+from codecflow.eval.plot import load_published, plot_rd  # noqa: E402
+
+DEFAULT_Q = {"learned-intra": "0,12,24,36,48,63", "jpeg": "8,16,24,32,40,48,56",
+             "webp": "8,16,24,32,40,48,56", "x265-intra": "12,18,24,30,36,42"}
+
+
+def run(cmd: list) -> None:
+    p = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stderr[-3000:]}")
+
+
+def point(codec: str, q: int, kodak: Path, work: Path, threads: int) -> dict:
+    out = work / f"{codec}_q{q}"
+    t0 = time.time()
+    run(["run_pipeline.py", "configs/images.yaml", "--set", f"source.path={kodak}",
+         "--set", f"codec.name={codec}", "--set", f"codec.q={q}", "--set", f"output.dir={out}",
+         "--set", "output.recon=false", "--set", "stats.terminal=off", "--set", "workers=1",
+         "--set", f"codec.threads={threads}"])
+    t_pipe = time.time() - t0
+    js = out / "decode.json"
+    t0 = time.time()
+    run(["-m", "codecflow.cli", "decode", str(out), "--reference", str(kodak), "--json",
+         str(js)])
+    t_dec = time.time() - t0
+    dec = json.loads(js.read_text())
+    summ = json.loads((out / "summary.json").read_text())
+    n = len(dec)
+    assert n == len(summ["streams"]) == 24 or kodak.name != "kodak", n
+    worst = max(abs(r["psnr_rgb"] - summ["streams"][r["stream"]]["psnr_rgb"]) for r in dec)
+    if worst > 1e-9:
+        raise SystemExit(f"{codec} q={q}: pipeline PSNR differs from decode by {worst}")
+    return {"q": q, "images": n, "bpp": sum(r["bpp"] for r in dec) / n,
+            "psnr_rgb": sum(r["psnr_rgb"] for r in dec) / n,
+            "psnr_yuv": sum(r["psnr_yuv"] for r in dec) / n,
+            "pipeline_s": t_pipe, "decode_s": t_dec, "summary_matches_decode": True}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--codec", default="learned-intra,jpeg,webp,x265-intra")
+    ap.add_argument("--q", action="append", default=[], metavar="CODEC=Q,Q,...")
+    ap.add_argument("--kodak", default=str(ROOT.parent / "shared/data/images/kodak"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "bench/results/kodak_pipeline_rd"))
+    args = ap.parse_args()
+    kodak = Path(args.kodak)
+    if not kodak.is_dir():
+        print(f"Kodak folder {kodak} not found", file=sys.stderr)
+        return 2
+    qs = dict(DEFAULT_Q)
+    for item in args.q:
+        name, _, vals = item.partition("=")
+        qs[name] = vals
+    codecs = [c for c in args.codec.split(",") if c]
+    work = Path(tempfile.mkdtemp(prefix="cflow-kodak-"))
+    results = {}
+    for c in codecs:
+        pts = []
+        for q in (int(v) for v in qs[c].split(",")):
+            p = point(c, q, kodak, work, args.threads)
+            print(f"{c:14s} q={q:2d}  {p['bpp']:.4f} bpp  {p['psnr_rgb']:.2f} dB  "
+                  f"(pipeline {p['pipeline_s']:.0f} s, decode {p['decode_s']:.0f} s)", flush=True)
+            pts.append(p)
+        results[c] = pts
+    curves = {c: ([p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts])
+              for c, pts in results.items()}
+    published = load_published(ROOT.parent / "shared/anchors/kodak")
+    anchors = [a for a in ("jpeg", "webp", "x265-intra") if a in curves]
+    anchors += [a for a in ("published:jpeg", "published:webp", "published:bpg_444_x265_ycbcr")
+                if a in published]
+    allc = dict(curves)
+    allc.update({k: (v["bpp"], v["psnr_rgb"]) for k, v in published.items()})
+    table = {}
+    for t in curves:
+        for a in anchors:
+            if a != t:
+                table[f"{t} vs {a}"] = bdrate.compare(allc[a][0], allc[a][1], curves[t][0],
+                                                      curves[t][1])
+    lines = ["| codec | anchor | BD-rate (PSNR-RGB) | BD-PSNR |", "|---|---|---|---|"]
+    for k, v in table.items():
+        t, a = k.split(" vs ")
+        br = "n/a" if v.get("bd_rate") is None else f"{v['bd_rate']:+.1f} %"
+        bp = "n/a" if v.get("bd_psnr") is None else f"{v['bd_psnr']:+.2f} dB"
+        lines.append(f"| {t} | {a} | {br} | {bp} |")
+    pts_lines = ["| codec | q | bpp | PSNR-RGB | PSNR-YUV |", "|---|---|---|---|---|"]
+    for c, pts in results.items():
+        pts_lines += [f"| {c} | {p['q']} | {p['bpp']:.4f} | {p['psnr_rgb']:.2f} | "
+                      f"{p['psnr_yuv']:.2f} |" for p in pts]
+    md = "\n".join(["# Kodak RD through the pipeline", "", *lines, "", *pts_lines, ""])
+    print("\n" + md)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"points": results, "bd": table}, indent=2))
+    out.with_suffix(".md").write_text(md)
+    keep = ("published:jpeg", "published:webp", "published:bpg_444_x265_ycbcr",
+            "published:compressai-bmshj2018-hyperprior_mse_cpu")
+    plot_rd(curves, str(out.with_suffix(".png")),
+            published={k: v for k, v in published.items() if k in keep},
+            title="Kodak, through the pipeline (PSNR-RGB)", max_bpp=2.0)
+    print(f"wrote {out}.json/.md/.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
