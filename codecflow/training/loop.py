@@ -42,11 +42,29 @@ OVERRIDABLE = ("steps", "lr", "warmup", "decay_at", "decay_factor", "clip", "val
 
 
 def lr_at(step: int, cfg: dict) -> float:
-    lr = cfg["lr"] * min(1.0, (step + 1) / max(1, cfg.get("warmup", 0)))
+    """Warm-up (counted from the step this optimizer state started at), then step decays."""
+    since = step - int(cfg.get("warmup_from", 0))
+    lr = cfg["lr"] * min(1.0, (since + 1) / max(1, cfg.get("warmup", 0)))
     for m in cfg.get("decay_at") or ():
         if step >= m:
             lr *= cfg.get("decay_factor", 0.3)
     return lr
+
+
+def shipped_progress(weights_path) -> tuple[int, float, list]:
+    """(steps, seconds, commands) recorded in the manifest for a shipped weights file, so a
+    session that starts from the committed weights (its run folder gone) continues the count.
+    (0, 0.0, []) when the file is not the one the manifest describes."""
+    from codecflow.codecs.learned import weights as W
+
+    path = Path(weights_path)
+    for entry in W.read_manifest(path.parent).values():
+        if entry.get("file") == path.name and entry.get("sha256") == W.sha256_file(path):
+            t = entry.get("training") or {}
+            cmds = t.get("command") or []
+            return (int(t.get("steps", 0)), float(t.get("hours", 0.0)) * 3600.0,
+                    list(cmds) if isinstance(cmds, list) else [cmds])
+    return 0, 0.0, []
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -177,7 +195,11 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         sd = {k: v.float() if v.is_floating_point() else v
               for k, v in strip_cdf_buffers(init["state_dict"]).items()}
         torch.nn.Module.load_state_dict(model, sd, strict=False)
-        print(f"initialised from {cfg['init_from']}", flush=True)
+        step, elapsed, history = shipped_progress(cfg["init_from"])
+        cfg["commands"] = history + cfg.get("commands", [])
+        cfg["warmup_from"] = step  # fresh optimizer state: warm up again
+        print(f"initialised from {cfg['init_from']} (continuing at step {step}, "
+              f"{elapsed / 3600:.2f} h of earlier training)", flush=True)
     model.train()
 
     from codecflow.training.datasets import ImageSet

@@ -47,6 +47,15 @@ def test_resume_and_export(tmp_path):
         codec.encode_picture(Frame.rgb(np.full((10, 20, 3), 100, np.uint8)), info), info)
     assert rec.planes[0].shape == (10, 20, 3)
 
+    # a later session whose run folder is gone continues from the shipped weights: the step
+    # count and the command history carry on (fresh optimizer, warm-up again)
+    run2 = tmp_path / "run2"
+    assert image.main(["--run-dir", str(run2), "--steps", "6", "--init-from", str(out)]
+                      + ARGS) == 0
+    ck2 = torch.load(run2 / "checkpoint.pt", weights_only=False)
+    assert ck2["step"] == 6 and ck2["config"]["warmup_from"] == 4
+    assert len(ck2["config"]["commands"]) == 3
+
 
 def test_dataset_crops_and_lr_schedule():
     import numpy as np
