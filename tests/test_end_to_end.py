@@ -288,10 +288,17 @@ def test_stages_started_alone_over_tcp(tmp_path):
             "--set", f"transport.sink=tcp://127.0.0.1:{free_tcp_port()}"]
     cfg = ROOT / "configs/demo_video.yaml"
     base = [sys.executable, "-m", "codecflow.cli", "stage"]
-    procs = [subprocess.Popen(base + [name, "--config", str(cfg), *sets, *extra], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, extra in (("sink", []), ("encode", ["--worker", "0"]),
-                                 ("encode", ["--worker", "1"]), ("source", []))]
+    def start(name, *extra):
+        return subprocess.Popen(base + [name, "--config", str(cfg), *sets, *extra], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    procs = [start("sink"), start("encode", "--worker", "0"), start("encode", "--worker", "1")]
+    for w in procs[1:]:  # workers started on "other hosts" are up before the source starts
+        line = ""
+        while "ready:" not in line:
+            line = w.stderr.readline()
+            assert line, "encode worker exited before it was ready"
+    procs.append(start("source"))
     codes = [p.wait(timeout=120) for p in procs]
     assert codes == [0, 0, 0, 0], [p.stderr.read() for p in procs]
     assert summary(out)["frames"] == 12

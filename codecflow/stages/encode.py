@@ -135,6 +135,8 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
         code = EXIT_FAILED
     finally:
         hb.halt.set()
+        hb.join(timeout=2 * cfg.heartbeat.interval + 1)
         dealer.close(linger=1000)
         to_sink.close(linger=10000)
+        ctx.term()  # deliver what is still queued for the sink (bounded by linger)
     return code

@@ -75,6 +75,7 @@ class Sink:
             acks.append(seq)
         if kind == "eos" and h.get("final"):
             self.final = h
+            self.acks.send_multipart(protocol.control("ack", seqs=[], final=True))
             return
         if seq is None:
             return
@@ -255,6 +256,7 @@ class Sink:
             self.prom.close()
         self.pull.close(linger=0)
         self.acks.close(linger=1000)
+        self.ctx.term()
         return EXIT_OK
 
 

@@ -27,6 +27,8 @@ from codecflow.stages.unit_queue import UnitQueue
 
 log = logging.getLogger("codecflow.source")
 
+FINAL_ACK_TIMEOUT = 120.0
+
 
 def reader(source, cfg, q: UnitQueue, stop: StopFlag, counters: dict) -> None:
     """Thread: read the source, group frames into units, feed the queue."""
@@ -81,6 +83,7 @@ class Dispatcher:
         self.error: str | None = None
         self.units_sent = 0
         self.resent = 0
+        self.final_acked = False
 
     # ------------------------------------------------------------------ worker bookkeeping
     def _worker(self, wid: str) -> dict:
@@ -100,6 +103,8 @@ class Dispatcher:
             return
         kind = h["kind"]
         if kind == "ack":
+            if h.get("final"):
+                self.final_acked = True
             for seq in h["seqs"]:
                 entry = self.inflight.pop(seq, None)
                 if entry is not None:
@@ -208,7 +213,20 @@ class Dispatcher:
             final["error"] = self.error
         self.to_sink.send_multipart(protocol.control("eos", **final))
         self._stop_workers()
+        self._await_final_ack()
         return EXIT_FAILED if self.error else EXIT_OK
+
+    def _await_final_ack(self) -> None:
+        """Wait until the sink has the final EOS. The sink may still be starting: messages to
+        it are queued here until it binds, and would be lost if this process exited first."""
+        limit = 5.0 if self.stop.hard.is_set() else FINAL_ACK_TIMEOUT
+        deadline = time.monotonic() + limit
+        while not self.final_acked and time.monotonic() < deadline:
+            if self.router.poll(100):
+                self._handle(self.router.recv_multipart(copy=False))
+                self._stop_workers(only_ready=True)  # a late (restarted) worker asks for work
+        if not self.final_acked:
+            log.warning("the sink did not acknowledge the end of the run within %.0f s", limit)
 
     def _take(self, item: tuple) -> bool:
         """Handle one item from the reader; True when the source is finished."""
@@ -252,9 +270,10 @@ class Dispatcher:
             dropped_frames=q.dropped_frames, frames_read=counters["frames_read"],
             resent=self.resent))
 
-    def _stop_workers(self) -> None:
+    def _stop_workers(self, only_ready: bool = False) -> None:
         for w in self.workers.values():
-            if w["ident"] is not None:
+            if w["ident"] is not None and (w["credit"] > 0 or not only_ready):
+                w["credit"] = 0
                 try:
                     self.router.send_multipart([w["ident"], *protocol.control("stop")])
                 except zmq.ZMQError:
@@ -263,6 +282,7 @@ class Dispatcher:
     def close(self) -> None:
         self.router.close(linger=500)
         self.to_sink.close(linger=5000)
+        self.ctx.term()  # flush what is still queued (bounded by the sockets' linger)
 
 
 def run_source_stage(cfg, endpoints: dict) -> int:
