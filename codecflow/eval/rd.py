@@ -35,14 +35,14 @@ import cv2
 import numpy as np
 
 from codecflow.codecs import metrics
-from codecflow.codecs.base import (Frame, StreamInfo, Unit, chroma_size, codec_unit_kinds,
+from codecflow.codecs.base import (Frame, StreamInfo, Unit, codec_unit_kinds,
                                    create_codec)
 from codecflow.codecs.container import CflReader, CflWriter
 from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecflowError, SourceError
+from codecflow.stages.sources import yuv as yuv_source
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-YUV_NAME = re.compile(r"_(\d+)x(\d+)_(\d+(?:\.\d+)?)(?:fps)?\.yuv$", re.IGNORECASE)
 POINT_KEYS = ("bpp", "psnr_rgb", "psnr_yuv", "psnr_y", "enc_s", "dec_s")
 
 
@@ -60,20 +60,12 @@ class Source:
 
 
 def parse_yuv_name(path: str | os.PathLike) -> tuple[int, int, float]:
-    """NAME_WxH_FPS.yuv -> (W, H, fps)."""
-    m = YUV_NAME.search(os.path.basename(os.fspath(path)))
-    if not m:
+    """NAME_WxH_FPS.yuv -> (W, H, fps); the sources' parser, strict about the rate."""
+    parsed = yuv_source.parse_yuv_name(path)
+    if not parsed or parsed[2] is None:
         raise SourceError(f"{path}: raw .yuv files must be named NAME_WxH_FPS.yuv "
                           f"(e.g. foreman_352x288_30.yuv) so their size and rate are known")
-    w, h, fps = int(m.group(1)), int(m.group(2)), float(m.group(3))
-    if w <= 0 or h <= 0 or fps <= 0:
-        raise SourceError(f"{path}: bad size or rate in the file name ({w}x{h} @ {fps})")
-    return w, h, fps
-
-
-def i420_frame_bytes(w: int, h: int) -> int:
-    cw, ch = chroma_size(w, h)
-    return w * h + 2 * cw * ch
+    return parsed
 
 
 def find_sources(inputs, max_frames: int | None = None) -> list[Source]:
@@ -97,7 +89,7 @@ def find_sources(inputs, max_frames: int | None = None) -> list[Source]:
             ext = f.suffix.lower()
             if ext == ".yuv":
                 w, h, fps = parse_yuv_name(f)
-                n = f.stat().st_size // i420_frame_bytes(w, h)
+                n = f.stat().st_size // yuv_source.i420_frame_size(w, h)
                 if n == 0:
                     raise SourceError(f"{f}: shorter than one {w}x{h} I420 frame")
                 if max_frames:
@@ -124,17 +116,10 @@ def load_image(path: str) -> np.ndarray:
 
 
 def load_yuv(src: Source) -> list[Frame]:
-    w, h = src.width, src.height
-    cw, ch = chroma_size(w, h)
-    fb = i420_frame_bytes(w, h)
+    fb = yuv_source.i420_frame_size(src.width, src.height)
     raw = np.fromfile(src.path, dtype=np.uint8, count=fb * src.frames)
-    frames = []
-    for i in range(src.frames):
-        b = raw[i * fb:(i + 1) * fb]
-        frames.append(Frame.yuv420(b[:w * h].reshape(h, w),
-                                   b[w * h:w * h + cw * ch].reshape(ch, cw),
-                                   b[w * h + cw * ch:].reshape(ch, cw)))
-    return frames
+    return [yuv_source.split_i420(raw[i * fb:(i + 1) * fb], src.width, src.height)
+            for i in range(src.frames)]
 
 
 def load_source(src: Source, matrix: str, rng: str, unit_kind: str, gop: int):

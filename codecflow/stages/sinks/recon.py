@@ -5,15 +5,10 @@ from __future__ import annotations
 import os
 
 import cv2
-import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.codecs.base import Frame, StreamInfo
-
-
-def write_i420(f, frame: Frame) -> None:
-    for p in frame.planes:
-        f.write(np.ascontiguousarray(p).data)
+from codecflow.codecs.base import StreamInfo
+from codecflow.stages.sources.yuv import write_i420
 
 
 def _fps_tag(fps: float) -> str:
@@ -49,8 +44,7 @@ class ReconWriter:
             n = first_frame + k
             for v, fr in enumerate(inst):
                 if self.fmt == "yuv":
-                    write_i420(self._files[v], colour.to_i420(fr, self.info.matrix,
-                                                              self.info.range))
+                    write_i420(self._files[v], fr, self.info.matrix, self.info.range)
                 else:
                     suffix = ("_L", "_R")[v] if views == 2 else ""
                     name = (f"{self.stream}{suffix}.png" if self.single
