@@ -28,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 from codecflow.eval import bdrate  # noqa: E402
 from codecflow.eval.plot import load_published, plot_rd  # noqa: E402
 
-DEFAULT_Q = {"learned-intra": "0,12,24,36,48,63", "jpeg": "8,16,24,32,40,48,56",
-             "webp": "8,16,24,32,40,48,56", "x265-intra": "12,18,24,30,36,42"}
+# low q values for the anchors too, so that their curves overlap a young learned model's
+DEFAULT_Q = {"learned-intra": "0,12,24,36,48,63", "jpeg": "2,4,8,16,24,32,40,48,56",
+             "webp": "0,2,4,8,16,24,32,40,48", "x265-intra": "0,3,6,9,12,18,24,30"}
 
 
 def run(cmd: list) -> None:

@@ -177,18 +177,22 @@ class YuvSource(Source):
         return min(n, self.config.frames) if self.config.frames is not None else n
 
     def _read(self, f: _YuvFile, meta: dict):
+        """Frames are views into a read-only memory map of the file: the planes go to the
+        encode workers without a copy into this process first."""
         n = self._count(f)
-        with open(f.path, "rb") as fh:
-            fh.seek(self.config.start * f.frame_size)
-            for i in range(n):
-                buf = np.fromfile(fh, dtype=np.uint8, count=f.frame_size)
-                if buf.size != f.frame_size:
-                    raise SourceError(f"yuv source: {f.path}: frame {self.config.start + i} is "
-                                      f"truncated ({buf.size} of {f.frame_size} bytes; was the "
-                                      f"file changed while reading?)")
-                meta["index"] = self.config.start + i
-                meta["pts"] = i / f.fps
-                yield [split_i420(buf, f.width, f.height)]
+        if n <= 0:
+            return
+        mm = np.memmap(f.path, dtype=np.uint8, mode="r")
+        for i in range(n):
+            off = (self.config.start + i) * f.frame_size
+            buf = mm[off:off + f.frame_size]
+            if buf.size != f.frame_size:
+                raise SourceError(f"yuv source: {f.path}: frame {self.config.start + i} is "
+                                  f"truncated ({buf.size} of {f.frame_size} bytes; was the "
+                                  f"file changed while reading?)")
+            meta["index"] = self.config.start + i
+            meta["pts"] = i / f.fps
+            yield [split_i420(np.asarray(buf), f.width, f.height)]
 
     def streams(self):
         c = self.config
