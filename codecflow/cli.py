@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 
 from codecflow.errors import CodecflowError
@@ -61,16 +62,20 @@ def cmd_stage(args) -> int:
     cfg = load_config(args.config, args.overrides)
     endpoints = resolve_endpoints(cfg.transport)
     if args.name == "source":
-        from codecflow.stages.source_stage import run_source_stage  # noqa: PLC0415
+        from codecflow.stages.source_stage import run_source_stage as run  # noqa: PLC0415
+    elif args.name == "sink":
+        from codecflow.stages.sink_stage import run_sink_stage as run  # noqa: PLC0415
+    else:
+        from codecflow.stages.encode import run_encode_stage  # noqa: PLC0415
 
-        return run_source_stage(cfg, endpoints)
-    if args.name == "sink":
-        from codecflow.stages.sink_stage import run_sink_stage  # noqa: PLC0415
-
-        return run_sink_stage(cfg, endpoints)
-    from codecflow.stages.encode import run_encode_stage  # noqa: PLC0415
-
-    return run_encode_stage(cfg, endpoints, args.worker)
+        def run(cfg, endpoints):
+            return run_encode_stage(cfg, endpoints, args.worker)
+    code = run(cfg, endpoints)
+    # The stage is done: a late stop signal must not kill the interpreter while it shuts down
+    # (Python restores the default handlers then, but keeps "ignore").
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    return code
 
 
 def cmd_decode(args) -> int:

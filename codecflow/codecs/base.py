@@ -199,6 +199,10 @@ _UNIT_KINDS: dict[str, tuple] = {
     "learned-intra": ("frame", "pair", "gop"),
 }
 ZOO_PREFIX = "compressai:"
+# CompressAI's image zoo (compressai.zoo.image.cfgs), listed here so that config validation
+# can check a name without importing torch; tests/codecs/learned check the list is current.
+ZOO_MODELS = ("bmshj2018-factorized", "bmshj2018-factorized-relu", "bmshj2018-hyperprior",
+              "cheng2020-anchor", "cheng2020-attn", "mbt2018", "mbt2018-mean")
 
 
 def register(name: str, target: str, unit_kinds: tuple) -> None:

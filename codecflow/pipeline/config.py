@@ -173,6 +173,11 @@ def from_dict(data: dict, where: str = "") -> PipelineConfig:
         raise ConfigError(f"codec.name: unknown codec {cfg.codec.name!r}; known codecs: "
                           f"{', '.join(codec_base.codec_names())} "
                           f"(or {codec_base.ZOO_PREFIX}<zoo model name>)")
+    name = cfg.codec.name
+    if name.startswith(codec_base.ZOO_PREFIX) and \
+            name[len(codec_base.ZOO_PREFIX):] not in codec_base.ZOO_MODELS:
+        raise ConfigError(f"codec.name: unknown CompressAI zoo model {name!r}; available: "
+                          f"{', '.join(codec_base.ZOO_PREFIX + m for m in codec_base.ZOO_MODELS)}")
     cfg.unit_kind  # raises if the codec cannot code this source's units
     cfg.source_config = validate_source(cfg.source)
     return cfg

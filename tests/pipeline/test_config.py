@@ -108,3 +108,10 @@ def test_override_needs_equals():
 def test_missing_file():
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/x.yaml")
+
+
+def test_unknown_zoo_model_lists_available():
+    d = base()
+    d["codec"] = {"name": "compressai:nonexistent"}
+    with pytest.raises(ConfigError, match="unknown CompressAI zoo model.*compressai:mbt2018-mean"):
+        from_dict(d)

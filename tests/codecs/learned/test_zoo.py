@@ -64,3 +64,11 @@ def test_roundtrip_with_untrained_zoo_model(monkeypatch):
         codec.decode_picture(payload[:-1], info)
     with pytest.raises(CodecError):
         codec.decode_picture(payload[:20] + bytes([payload[20] ^ 1]) + payload[21:], info)
+
+
+def test_static_zoo_list_matches_compressai():
+    from compressai.zoo.image import cfgs
+
+    from codecflow.codecs.base import ZOO_MODELS
+
+    assert sorted(ZOO_MODELS) == sorted(cfgs)
