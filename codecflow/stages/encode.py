@@ -83,8 +83,6 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     stop = StopFlag()
     wid = f"w{worker_index}-{os.getpid()}"
     codec = make_codec(cfg)
-    log.info("worker %s ready: codec %s q=%d (%s)", wid, codec.name, codec.q,
-             getattr(codec, "device", "cpu"))
     ctx = zmq.Context.instance()
     dealer = transport.make_socket(ctx, zmq.DEALER, cfg.transport.hwm, wid.encode())
     dealer.connect(endpoints["dispatch"])
@@ -95,6 +93,8 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     with_recon = cfg.output.recon
     codec_header = codec.header()
     dealer.send_multipart(protocol.control("ready", worker=wid, credit=cfg.prefetch))
+    log.info("worker %s ready: codec %s q=%d (%s)", wid, codec.name, codec.q,
+             getattr(codec, "device", "cpu"))
     code = EXIT_OK
     try:
         while not stop.is_set():

@@ -221,10 +221,15 @@ class Dispatcher:
         it are queued here until it binds, and would be lost if this process exited first."""
         limit = 5.0 if self.stop.hard.is_set() else FINAL_ACK_TIMEOUT
         deadline = time.monotonic() + limit
-        while not self.final_acked and time.monotonic() < deadline:
+        grace = None  # after the ack: a little longer, to stop workers that join late
+        while time.monotonic() < (grace or deadline):
+            if self.final_acked and grace is None:
+                grace = time.monotonic() + 3 * self.cfg.heartbeat.interval + 0.5
             if self.router.poll(100):
+                known = set(self.workers)
                 self._handle(self.router.recv_multipart(copy=False))
-                self._stop_workers(only_ready=True)  # a late (restarted) worker asks for work
+                for wid in set(self.workers) - known:  # joined after the end: stop it
+                    self._stop_worker(wid)
         if not self.final_acked:
             log.warning("the sink did not acknowledge the end of the run within %.0f s", limit)
 
@@ -270,14 +275,19 @@ class Dispatcher:
             dropped_frames=q.dropped_frames, frames_read=counters["frames_read"],
             resent=self.resent))
 
-    def _stop_workers(self, only_ready: bool = False) -> None:
-        for w in self.workers.values():
-            if w["ident"] is not None and (w["credit"] > 0 or not only_ready):
-                w["credit"] = 0
-                try:
-                    self.router.send_multipart([w["ident"], *protocol.control("stop")])
-                except zmq.ZMQError:
-                    pass
+    def _stop_workers(self) -> None:
+        for wid in self.workers:
+            self._stop_worker(wid)
+
+    def _stop_worker(self, wid: str) -> None:
+        w = self.workers[wid]
+        w["credit"] = 0
+        # a worker's main socket identity is its id (known even if only heartbeats arrived)
+        ident = w["ident"] if w["ident"] is not None else wid.encode()
+        try:
+            self.router.send_multipart([ident, *protocol.control("stop")])
+        except zmq.ZMQError:  # not connected (yet): nothing to stop
+            pass
 
     def close(self) -> None:
         self.router.close(linger=500)
