@@ -49,6 +49,21 @@ def write_yuv(path: Path, w: int, h: int, n: int, seed: int = 0) -> Path:
     return path
 
 
+def synth_rgb(w, h, seed=0, shift=0):
+    """Smooth gradients + fine texture + a couple of hard-edged shapes."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    xx = xx - shift
+    img = np.stack([128 + 90 * np.sin(xx / 9.0 + yy / 23.0),
+                    120 + 80 * np.cos(yy / 7.0 - xx / 31.0),
+                    60 + 150 * (xx + yy) / (w + h)], axis=-1)
+    img += rng.normal(0, 4, img.shape)
+    x0 = w // 3 + shift
+    img[h // 4:h // 2, max(0, x0):max(0, x0 + w // 5)] = (220, 40, 50)
+    img[(yy - 0.7 * h) ** 2 + (xx - 0.7 * w) ** 2 < (h / 6) ** 2] = (30, 200, 90)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 @pytest.fixture
 def shared_data():
     if not SHARED_DATA.is_dir():

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tests.conftest import synth_rgb
 from codecflow.codecs import colour, metrics
 from codecflow.codecs.base import FLAG_INTRA, Frame, Record, StreamInfo, Unit, create_codec
 from codecflow.codecs.classical import pyav_codecs
@@ -10,19 +11,6 @@ from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecError
 
 GOP_CODECS = ["x264", "x265"]
-
-
-def synth_rgb(w, h, seed=0, shift=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    xx = xx - shift
-    img = np.stack([128 + 90 * np.sin(xx / 9.0 + yy / 23.0),
-                    120 + 80 * np.cos(yy / 7.0 - xx / 31.0),
-                    60 + 150 * (xx + yy) / (w + h)], axis=-1)
-    img += rng.normal(0, 4, img.shape)
-    x0 = w // 3 + shift
-    img[h // 4:h // 2, max(0, x0):max(0, x0 + w // 5)] = (220, 40, 50)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def gop_frames(fmt, w, h, info, n=4):

@@ -1,8 +1,8 @@
 """JPEG, WebP and x265-intra: round trips, q monotonicity, CRCs, corrupt payloads."""
 
-import numpy as np
 import pytest
 
+from tests.conftest import synth_rgb
 from codecflow.codecs import colour, metrics
 from codecflow.codecs.base import (FLAG_INTRA, Frame, StreamInfo, Unit, create_codec,
                                    unpack_views)
@@ -11,21 +11,6 @@ from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecError
 
 PICTURE_CODECS = ["jpeg", "webp", "x265-intra"]
-
-
-def synth_rgb(w, h, seed=0, shift=0):
-    """Smooth gradients + fine texture + a couple of hard-edged shapes."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    xx = xx - shift
-    img = np.stack([128 + 90 * np.sin(xx / 9.0 + yy / 23.0),
-                    120 + 80 * np.cos(yy / 7.0 - xx / 31.0),
-                    60 + 150 * (xx + yy) / (w + h)], axis=-1)
-    img += rng.normal(0, 4, img.shape)
-    x0 = w // 3 + shift
-    img[h // 4:h // 2, max(0, x0):max(0, x0 + w // 5)] = (220, 40, 50)
-    img[(yy - 0.7 * h) ** 2 + (xx - 0.7 * w) ** 2 < (h / 6) ** 2] = (30, 200, 90)
-    return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def make_frame(fmt, w, h, info, seed=0, shift=0):
