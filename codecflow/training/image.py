@@ -34,11 +34,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--lr", type=float, default=4e-4)
     p.add_argument("--warmup", type=int, default=500, help="linear LR warm-up steps")
+    p.add_argument("--rewarm", action="store_true",
+                   help="on resume, start a new LR cycle: warm up again from the current step")
     p.add_argument("--decay-at", type=_int_list, default=[],
                    help="comma-separated steps where the LR is multiplied by --decay-factor")
     p.add_argument("--decay-factor", type=float, default=0.3)
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--procs", type=int, default=1,
+                   help="data-parallel processes (CPU: one per core, each pinned to it, with "
+                        "--threads 1; --batch is split between them)")
+    p.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--dist-port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--N", type=int, default=64, help="transform channels (new runs only)")
     p.add_argument("--M", type=int, default=128, help="latent channels (new runs only)")
     p.add_argument("--init-from", default=None,
@@ -66,7 +73,8 @@ def _config(args) -> dict:
             "init_from": args.init_from, "val_dir": str(args.val_dir),
             "val_every": int(args.val_every), "ckpt_every": float(args.ckpt_every),
             "log_every": int(args.log_every), "seed": int(args.seed),
-            "synthetic": bool(args.synthetic), "commands": [_command()]}
+            "synthetic": bool(args.synthetic), "rewarm": bool(args.rewarm),
+            "commands": [_command()]}
 
 
 def _command() -> str:
@@ -109,7 +117,17 @@ def export(run_dir: str | Path, out: str | Path) -> dict:
     return W.save_weights(model, out, training)
 
 
-def run(args) -> int:
+def _own_argv(argv: list | None) -> list:
+    """This command's own options (for the worker ranks), also when it was started as
+    ``codecflow [global options] train image ...``."""
+    raw = list(sys.argv[1:] if argv is None else argv)
+    for i in range(len(raw) - 1):
+        if raw[i] == "train" and raw[i + 1] == "image":
+            return raw[i + 2:]
+    return raw
+
+
+def run(args, argv: list | None = None) -> int:
     if args.export:
         entry = export(args.run_dir, args.export)
         print(f"exported {args.export}: {entry['bytes']} bytes, sha256 {entry['sha256']}, "
@@ -119,6 +137,11 @@ def run(args) -> int:
     from codecflow.training.loop import train
 
     cfg = _config(args)
+    procs = max(1, int(args.procs))
+    main_rank = args.rank == 0
+    if cfg["batch"] % procs:
+        raise SystemExit(f"--batch {cfg['batch']} must be a multiple of --procs {procs}")
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     if args.threads:
         import torch
 
@@ -132,10 +155,42 @@ def run(args) -> int:
         except FileNotFoundError as e:
             print(f"error: {e} (pass --data, or --synthetic for a smoke test)", file=sys.stderr)
             return 2
-        print(f"loaded {len(images)} training images in {time.time() - t0:.1f} s from "
-              f"{', '.join(sets)}", flush=True)
-    res = train(cfg, images, sets)
-    print(f"stopped at step {res['step']} ({res['elapsed'] / 3600:.2f} h)")
+        if main_rank:
+            print(f"loaded {len(images)} training images in {time.time() - t0:.1f} s from "
+                  f"{', '.join(sets)}", flush=True)
+    from codecflow.training.parallel import Group, free_port, spawn_workers
+
+    workers = []
+    port = args.dist_port
+    if procs > 1 and main_rank:
+        port = free_port()
+        workers = spawn_workers(procs, port, _own_argv(argv))  # before pinning: they
+        # inherit this process's CPU set and each pin themselves to their own CPU of it
+    if procs > 1:
+        from codecflow.training.parallel import pin_to_core
+
+        cpu = pin_to_core(args.rank, procs)
+        if main_rank:
+            print(f"{procs} data-parallel processes" +
+                  (f", rank 0 pinned to CPU {cpu}" if cpu is not None else ""), flush=True)
+    try:
+        group = Group(args.rank, procs, port)
+        try:
+            res = train(cfg, images, sets, group=group)
+        finally:
+            group.close()
+    finally:
+        for w in workers:
+            try:
+                w.wait(timeout=60)
+            except Exception:
+                w.kill()
+        if affinity is not None and procs > 1:
+            os.sched_setaffinity(0, affinity)  # run() may be called in-process (tests)
+    if main_rank:
+        print(f"stopped at step {res['step']} ({res['elapsed'] / 3600:.2f} h)" +
+              ("" if procs == 1 else
+               f"; replicas identical: {'yes' if res['replicas_identical'] else 'NO'}"))
     return 0
 
 
@@ -143,7 +198,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m codecflow.training.image",
                                 description="train / resume / export the learned-intra model")
     add_arguments(p)
-    return run(p.parse_args(argv))
+    return run(p.parse_args(argv), argv)
 
 
 if __name__ == "__main__":

@@ -147,12 +147,16 @@ class _Stop:
 
 
 def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, group=None) -> dict:
     """Train until ``cfg["steps"]`` (None: forever) or a signal. Returns the final state summary.
 
     ``images``: uint8 RGB training pictures (loaded by the caller). ``stop_after``: stop after
-    this many steps of *this* call (tests).
+    this many steps of *this* call (tests). ``group``: a `parallel.Group` when several
+    processes train together (each takes ``batch / world`` crops; only rank 0 writes files).
     """
+    from codecflow.training.parallel import SYNC_EVERY, Group
+
+    group = group or Group()
     run_dir = Path(cfg["run_dir"])
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / "checkpoint.pt"
@@ -162,6 +166,7 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
     torch.manual_seed(cfg.get("seed", 0))
     random.seed(cfg.get("seed", 0))
 
+    rewarm = bool(cfg.get("rewarm"))
     state = None
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -188,7 +193,11 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         aux_opt.load_state_dict(state["aux_opt"])
         step, elapsed = int(state["step"]), float(state["elapsed"])
         _set_rng_state(state["rng"], np_rng)
-        print(f"resumed {ckpt_path} at step {step} ({elapsed / 3600:.2f} h)", flush=True)
+        if rewarm:  # a new LR cycle on a resumed run: warm up again from here
+            cfg["warmup_from"] = step
+        if group.main:
+            print(f"resumed {ckpt_path} at step {step} ({elapsed / 3600:.2f} h)"
+                  + (", LR warm-up restarts here" if rewarm else ""), flush=True)
     elif init is not None:
         from codecflow.codecs.learned.weights import strip_cdf_buffers
 
@@ -198,9 +207,19 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         step, elapsed, history = shipped_progress(cfg["init_from"])
         cfg["commands"] = history + cfg.get("commands", [])
         cfg["warmup_from"] = step  # fresh optimizer state: warm up again
-        print(f"initialised from {cfg['init_from']} (continuing at step {step}, "
+        if group.main:
+            print(f"initialised from {cfg['init_from']} (continuing at step {step}, "
               f"{elapsed / 3600:.2f} h of earlier training)", flush=True)
     model.train()
+    world = group.world
+    if cfg["batch"] % world:
+        raise SystemExit(f"--batch {cfg['batch']} must be a multiple of --procs {world}")
+    per_rank = cfg["batch"] // world
+    cfg["procs"] = world
+    if not group.main:  # other ranks draw other crops and rate positions
+        np_rng = np.random.default_rng([int(cfg.get("seed", 0)), step, group.rank])
+        torch.manual_seed(int(cfg.get("seed", 0)) * 7919 + step * 31 + group.rank)
+    group.broadcast_params(model)
 
     from codecflow.training.datasets import ImageSet
 
@@ -210,11 +229,16 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
     cfg["data_sets"] = data_sets
 
     def checkpoint():
+        if not group.main:
+            return
         save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
                      "aux_opt": aux_opt.state_dict(), "step": step, "elapsed": elapsed,
                      "rng": _rng_state(np_rng), "config": cfg,
-                     "device": "cpu", "torch": torch.__version__}, ckpt_path)
+                     "device": "cpu" if world == 1 else f"cpu ({world} processes)",
+                     "torch": torch.__version__}, ckpt_path)
 
+    all_params = [p for g in opt.param_groups for p in g["params"]] + \
+        [p for g in aux_opt.param_groups for p in g["params"]]
     stopper = _Stop()
     old_handlers = {}
     if stop_after is None:
@@ -224,7 +248,7 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
             except ValueError:  # not the main thread
                 pass
 
-    log_f = open(run_dir / "log.jsonl", "a")
+    log_f = open(run_dir / "log.jsonl", "a") if group.main else None
     total = cfg.get("steps")
     K = model.K
     t_ckpt = time.time()
@@ -235,18 +259,30 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
     bad = 0
     save_ok = True
     try:
-        while not stopper.flag and (total is None or step < total) and \
+        stop_now = False  # agreed by all ranks (the flag travels in the step's all-reduce)
+        while not stop_now and (total is None or step < total) and \
                 (stop_after is None or done_here < stop_after):
             t_step = time.time()
             lr = lr_at(step, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr * g.get("lr_mult", 1.0)
-            x = torch.from_numpy(data.sample_batch(np_rng, cfg["batch"]))
+            x = torch.from_numpy(data.sample_batch(np_rng, per_rank))
             pos = torch.rand(x.shape[0]) * (K - 1)
             lam = model.pos_to_lambda(pos)
             out = model(x, pos)
             losses = rd_loss(out, x, lam)
-            if not math.isfinite(losses["loss"].item()):
+            finite = math.isfinite(losses["loss"].item())
+            opt.zero_grad(set_to_none=True)
+            aux_opt.zero_grad(set_to_none=True)
+            if finite:
+                losses["loss"].backward()
+            aux_loss = model.aux_loss()
+            aux_loss.backward()
+            stats = [losses[k].item() if finite else 0.0 for k in ("loss", "bpp", "mse")]
+            sums = group.average(all_params, stats + [aux_loss.item(), float(stopper.flag),
+                                                      float(not finite)])
+            stop_now = sums[4] > 0
+            if sums[5] > 0:
                 bad += 1
                 if bad > 20:
                     save_ok = False
@@ -254,23 +290,21 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
                                              f"checkpoint left as it was")
                 continue
             bad = 0
-            opt.zero_grad(set_to_none=True)
-            losses["loss"].backward()
             if cfg.get("clip"):
                 torch.nn.utils.clip_grad_norm_(
                     [p for g in opt.param_groups for p in g["params"]], cfg["clip"])
             opt.step()
-            aux_loss = model.aux_loss()
-            aux_opt.zero_grad(set_to_none=True)
-            aux_loss.backward()
             aux_opt.step()
             step += 1
             done_here += 1
             s_win += 1
             elapsed += time.time() - t_step
-            for k in ("loss", "bpp", "mse"):
-                acc[k] += losses[k].item()
-            acc["aux"] += aux_loss.item()
+            for k, v in zip(("loss", "bpp", "mse", "aux"), sums[:4]):
+                acc[k] += v / world
+            if world > 1 and step % SYNC_EVERY == 0:
+                group.broadcast_params(model)
+            if not group.main:
+                continue
 
             if step % cfg["log_every"] == 0:
                 now = time.time()
@@ -300,14 +334,19 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
             if time.time() - t_ckpt >= cfg["ckpt_every"]:
                 checkpoint()
                 t_ckpt = time.time()
+        identical = group.replicas_identical(model)
+        if not identical:  # never seen; the periodic broadcast would have limited the drift
+            print(f"warning: data-parallel replicas differ at step {step}", flush=True)
     finally:
-        if save_ok:
+        if save_ok and group.main:
             checkpoint()
             print(f"checkpoint saved at step {step}: {ckpt_path}", flush=True)
-        log_f.close()
+        if log_f is not None:
+            log_f.close()
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
-    return {"step": step, "elapsed": elapsed, "last": last, "config": cfg}
+    return {"step": step, "elapsed": elapsed, "last": last, "config": cfg,
+            "replicas_identical": identical}
 
 
 def command_line() -> str:

@@ -80,3 +80,22 @@ def test_real_data_loader_skips_without_shared():
         pytest.skip(f"{d} not present")
     images, sets = load_training_images(d, extra=False)
     assert len(images) > 100 and all("kodak" not in s for s in sets)
+
+
+def test_data_parallel_two_processes(tmp_path, capsys):
+    """--procs 2: rank 0 starts rank 1, they split the batch, average gradients, end with
+    identical parameters, and only rank 0 writes the checkpoint and the log."""
+    run = tmp_path / "run"
+    assert image.main(["--run-dir", str(run), "--steps", "3", "--procs", "2"] + ARGS) == 0
+    out = capsys.readouterr().out
+    assert "replicas identical: yes" in out
+    assert _step(run) == 3
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ck["config"]["procs"] == 2 and ck["device"] == "cpu (2 processes)"
+
+
+def test_data_parallel_needs_divisible_batch(tmp_path):
+    with pytest.raises(SystemExit, match="multiple of --procs"):
+        image.main(["--run-dir", str(tmp_path / "r"), "--steps", "1", "--procs", "3"] + ARGS)
