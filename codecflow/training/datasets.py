@@ -68,6 +68,13 @@ def load_training_images(data: str | Path, extra: bool = True) -> tuple[list, li
     if not data.is_dir():
         raise FileNotFoundError(f"training data folder not found: {data}")
     images = load_folder(data)
+    index = data / "pack.json"  # a folder written by codecflow.training.pack
+    if index.is_file():
+        import json
+
+        meta = json.loads(index.read_text())
+        return images, [f"{s_} (packed as JPEG q{meta.get('quality')})"
+                        for s_ in meta.get("sources", [])]
     sets = [str(data)]
     if extra:
         root = data.parent.parent if data.parent.name == "images" else data.parent

@@ -44,6 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--procs", type=int, default=1,
                    help="data-parallel processes (CPU: one per core, each pinned to it, with "
                         "--threads 1; --batch is split between them)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda or cuda:N (the model, the batch and -- by default on a GPU -- "
+                        "the whole training set live there)")
+    p.add_argument("--amp", choices=("off", "bf16"), default="off",
+                   help="bf16 autocast for the transforms (the entropy models stay fp32)")
+    p.add_argument("--data-on-device", choices=("auto", "yes", "no"), default="auto",
+                   help="keep the training pictures on --device as uint8 and cut crops there "
+                        "(auto: yes on a GPU)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="stop (and checkpoint) after this many seconds of this call")
+    p.add_argument("--decay-time", type=lambda v: [float(x) for x in v.split(",") if x.strip()],
+                   default=[], help="with --time-limit: also decay the LR at these fractions of "
+                                    "it (e.g. 0.7,0.9), for runs measured in time, not steps")
     p.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--dist-port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--N", type=int, default=64, help="transform channels (new runs only)")
@@ -74,6 +87,8 @@ def _config(args) -> dict:
             "val_every": int(args.val_every), "ckpt_every": float(args.ckpt_every),
             "log_every": int(args.log_every), "seed": int(args.seed),
             "synthetic": bool(args.synthetic), "rewarm": bool(args.rewarm),
+            "decay_time": list(args.decay_time), "device": args.device, "amp": args.amp, "time_limit": args.time_limit,
+            "data_on_device": {"auto": None, "yes": True, "no": False}[args.data_on_device],
             "commands": [_command()]}
 
 

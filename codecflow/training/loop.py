@@ -38,16 +38,23 @@ VAL_KODAK = ("kodim01.png", "kodim04.png", "kodim07.png", "kodim14.png", "kodim1
 # keys of the config that a relaunch may override from its command line
 OVERRIDABLE = ("steps", "lr", "warmup", "decay_at", "decay_factor", "clip", "val_every",
                "ckpt_every", "log_every", "threads", "batch", "crop", "val_dir", "val_images",
-               "gain_lr_mult")
+               "gain_lr_mult", "device", "amp", "data_on_device", "time_limit",
+               "decay_time")
 
 
-def lr_at(step: int, cfg: dict) -> float:
-    """Warm-up (counted from the step this optimizer state started at), then step decays."""
+def lr_at(step: int, cfg: dict, time_frac: float | None = None) -> float:
+    """Warm-up (counted from the step this optimizer state started at), then step decays:
+    at each step of ``decay_at``, and at each fraction of ``decay_time`` once ``time_frac``
+    (the part of this call's ``time_limit`` used so far) reaches it."""
     since = step - int(cfg.get("warmup_from", 0))
     lr = cfg["lr"] * min(1.0, (since + 1) / max(1, cfg.get("warmup", 0)))
     for m in cfg.get("decay_at") or ():
         if step >= m:
             lr *= cfg.get("decay_factor", 0.3)
+    if time_frac is not None:
+        for f in cfg.get("decay_time") or ():
+            if time_frac >= f:
+                lr *= cfg.get("decay_factor", 0.3)
     return lr
 
 
@@ -138,6 +145,13 @@ def validate(model, images: list, qs=VAL_QS) -> list:
     return rows
 
 
+def _cpu_copy(model):
+    """Validation codes on the CPU (as the shipped codec does by default), from a copy."""
+    import copy
+
+    return copy.deepcopy(model).to("cpu").to(memory_format=torch.contiguous_format)
+
+
 class _Stop:
     def __init__(self):
         self.flag = False
@@ -185,6 +199,11 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         cfg["arch"] = {k: a[k] for k in ("N", "M", "lambdas") if k in a} or cfg.get("arch")
     model = build_model(cfg.get("arch"))
     cfg["arch"] = {"N": model.N, "M": model.M, "lambdas": list(model.lambdas)}
+    device = torch.device(cfg.get("device") or "cpu")
+    model.to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    amp_dtype = {"off": None, None: None, "bf16": torch.bfloat16}[cfg.get("amp")]
     opt, aux_opt = make_optimizers(model, cfg)
     step, elapsed = 0, 0.0
     if state is not None:
@@ -223,10 +242,23 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
 
     from codecflow.training.datasets import ImageSet
 
-    data = ImageSet(images, crop=cfg["crop"])
+    on_device = cfg.get("data_on_device")
+    if on_device is None:
+        on_device = device.type != "cpu"
+    if on_device:
+        from codecflow.training.device_data import DeviceImageSet
+
+        data = DeviceImageSet(images, crop=cfg["crop"], device=device)
+    else:
+        data = ImageSet(images, crop=cfg["crop"])
     val_images = load_val_images(cfg)
     data_sets = data_sets or cfg.get("data_sets", [])
     cfg["data_sets"] = data_sets
+
+    dev_name = ("cpu" if world == 1 else f"cpu ({world} processes)") if device.type == "cpu" \
+        else f"{device.type} ({torch.cuda.get_device_name(device)})"
+    t_call = time.time()
+    time_limit = cfg.get("time_limit")
 
     def checkpoint():
         if not group.main:
@@ -234,8 +266,7 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
                      "aux_opt": aux_opt.state_dict(), "step": step, "elapsed": elapsed,
                      "rng": _rng_state(np_rng), "config": cfg,
-                     "device": "cpu" if world == 1 else f"cpu ({world} processes)",
-                     "torch": torch.__version__}, ckpt_path)
+                     "device": dev_name, "torch": torch.__version__}, ckpt_path)
 
     all_params = [p for g in opt.param_groups for p in g["params"]] + \
         [p for g in aux_opt.param_groups for p in g["params"]]
@@ -263,13 +294,18 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         while not stop_now and (total is None or step < total) and \
                 (stop_after is None or done_here < stop_after):
             t_step = time.time()
-            lr = lr_at(step, cfg)
+            lr = lr_at(step, cfg, (time.time() - t_call) / float(time_limit)
+                       if time_limit else None)
             for g in opt.param_groups:
                 g["lr"] = lr * g.get("lr_mult", 1.0)
-            x = torch.from_numpy(data.sample_batch(np_rng, per_rank))
-            pos = torch.rand(x.shape[0]) * (K - 1)
+            x = data.sample_batch(np_rng, per_rank)
+            x = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+            x = x.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            pos = (torch.rand(x.shape[0]) * (K - 1)).to(device)
             lam = model.pos_to_lambda(pos)
-            out = model(x, pos)
+            out = model(x, pos, amp_dtype)
             losses = rd_loss(out, x, lam)
             finite = math.isfinite(losses["loss"].item())
             opt.zero_grad(set_to_none=True)
@@ -279,6 +315,8 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
             aux_loss = model.aux_loss()
             aux_loss.backward()
             stats = [losses[k].item() if finite else 0.0 for k in ("loss", "bpp", "mse")]
+            if time_limit and time.time() - t_call >= float(time_limit):
+                stopper.flag = True
             sums = group.average(all_params, stats + [aux_loss.item(), float(stopper.flag),
                                                       float(not finite)])
             stop_now = sums[4] > 0
@@ -313,6 +351,8 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
                 last = {"step": step, "loss": acc["loss"] / n, "bpp": acc["bpp"] / n, "mse": mse,
                         "psnr": -10 * math.log10(max(mse, 1e-10)), "aux": acc["aux"] / n,
                         "lr": lr, "steps_per_s": n / max(1e-9, now - t_win),
+                        "pixels_per_s": n * cfg["batch"] * cfg["crop"] ** 2
+                        / max(1e-9, now - t_win),
                         "hours": elapsed / 3600, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 log_f.write(json.dumps(last) + "\n")
                 log_f.flush()
@@ -322,7 +362,7 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
                 t_win, s_win = now, 0
                 acc = dict.fromkeys(acc, 0.0)
             if cfg.get("val_every") and step % cfg["val_every"] == 0 and val_images:
-                rows = validate(model, val_images)
+                rows = validate(model if device.type == "cpu" else _cpu_copy(model), val_images)
                 rec = {"step": step, "hours": elapsed / 3600, "images": len(val_images),
                        "points": rows}
                 with open(run_dir / "val.jsonl", "a") as f:

@@ -99,3 +99,56 @@ def test_data_parallel_two_processes(tmp_path, capsys):
 def test_data_parallel_needs_divisible_batch(tmp_path):
     with pytest.raises(SystemExit, match="multiple of --procs"):
         image.main(["--run-dir", str(tmp_path / "r"), "--steps", "1", "--procs", "3"] + ARGS)
+
+
+def test_device_sampler_matches_cpu_sampler_statistics():
+    """The on-device sampler cuts crops of the right size and range, with the same random
+    draws as the CPU sampler: a crop at scale 1 without resizing is the same pixels."""
+    import numpy as np
+
+    from codecflow.training.datasets import ImageSet, synthetic_images
+    from codecflow.training.device_data import DeviceImageSet
+
+    imgs = synthetic_images(3, 64)  # 64-px pictures, 64-px crops: scale 1, no resize
+    cpu, dev = ImageSet(imgs, crop=64), DeviceImageSet(imgs, crop=64, device="cpu")
+    a = cpu.sample_batch(np.random.default_rng(5), 4)
+    b = dev.sample_batch(np.random.default_rng(5), 4).numpy()
+    assert b.shape == (4, 3, 64, 64) and b.dtype == np.float32
+    assert np.abs(a - b).max() < 1e-6
+    big = DeviceImageSet(synthetic_images(2, 200), crop=64, device="cpu")
+    c = big.sample_batch(np.random.default_rng(0), 6)
+    assert c.shape == (6, 3, 64, 64) and 0 <= float(c.min()) <= float(c.max()) <= 1
+
+
+def test_bf16_autocast_data_on_device_and_time_limit(tmp_path):
+    """The GPU recipe's options run on the CPU too: crops cut by torch, transforms under bf16
+    autocast (the loss stays finite and fp32), and --time-limit stops and checkpoints."""
+    run = tmp_path / "run"
+    assert image.main(["--run-dir", str(run), "--steps", "3", "--amp", "bf16",
+                       "--data-on-device", "yes"] + ARGS) == 0
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["loss"] == r["loss"] and r["pixels_per_s"] > 0 for r in rows)  # not NaN
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ck["config"]["amp"] == "bf16" and ck["device"] == "cpu"
+    assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())
+    assert image.main(["--run-dir", str(run), "--time-limit", "1"] + ARGS) == 0
+    assert _step(run) > 3
+
+
+def test_pack_round_trip(tmp_path):
+    """A pack holds every picture as a JPEG within the budget and names the original sets;
+    a budget too small is refused without writing anything."""
+    from codecflow.training import pack as P
+    from codecflow.training.datasets import load_training_images, synthetic_images
+
+    imgs = synthetic_images(5, 96)
+    idx = P.pack(imgs, ["photos/", "video.yuv (every 10th frame)"], tmp_path / "p", 10**6)
+    assert idx["images"] == 5 and idx["quality"] == 95 and idx["bytes"] <= 10**6
+    back, sets = load_training_images(tmp_path / "p", extra=False)
+    assert len(back) == 5 and back[0].shape == (96, 96, 3)
+    assert sets == ["photos/ (packed as JPEG q95)", "video.yuv (every 10th frame) (packed as "
+                    "JPEG q95)"]
+    with pytest.raises(ValueError, match="more than the budget"):
+        P.pack(imgs, [], tmp_path / "q", 1000)
+    assert not (tmp_path / "q").exists()

@@ -19,6 +19,7 @@ All entropy coding is CompressAI's rANS (`EntropyBottleneck.compress`,
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -122,14 +123,29 @@ class IntraModel(CompressionModel):
         return x
 
     # ---------------------------------------------------------------- training
-    def forward(self, x: torch.Tensor, pos: torch.Tensor) -> dict:
+    def forward(self, x: torch.Tensor, pos: torch.Tensor,
+                amp_dtype: torch.dtype | None = None) -> dict:
+        """Training forward pass (noise for the rates, rounding with straight-through gradients
+        for the reconstruction). ``amp_dtype`` (e.g. torch.bfloat16): run the transforms
+        g_a, h_a, h_s and g_s under autocast; the entropy models, the gains and the entropy
+        parameter network always run in fp32."""
+        def low():
+            return (torch.autocast(x.device.type, dtype=amp_dtype) if amp_dtype is not None
+                    else contextlib.nullcontext())
+
         g, ig = self.gains(pos)
-        y = self.g_a(x) * g
-        z = self.h_a(y)
+        with low():
+            y = self.g_a(x)
+        y = y.float() * g
+        with low():
+            z = self.h_a(y)
+        z = z.float()
         _, z_lik = self.entropy_bottleneck(z)
         med = self.entropy_bottleneck._get_medians().detach().view(1, -1, 1, 1)
         z_hat = ste_round(z - med) + med
-        hyper = self.h_s(z_hat)
+        with low():
+            hyper = self.h_s(z_hat)
+        hyper = hyper.float()
         mask = anchor_mask(y.shape[2], y.shape[3], y.device, y.dtype)
         s_a, m_a = self._params(hyper, torch.zeros_like(hyper))
         y_hat_a = (ste_round(y - m_a) + m_a) * mask
@@ -138,8 +154,9 @@ class IntraModel(CompressionModel):
         means = m_a * mask + m_n * (1 - mask)
         _, y_lik = self.gaussian_conditional(y, scales, means)
         y_hat = ste_round(y - means) + means
-        x_hat = self.g_s(y_hat * ig)
-        return {"x_hat": x_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
+        with low():
+            x_hat = self.g_s(y_hat * ig)
+        return {"x_hat": x_hat.float(), "likelihoods": {"y": y_lik, "z": z_lik}}
 
     # ---------------------------------------------------------------- coding
     @staticmethod
