@@ -122,7 +122,7 @@ def export(run_dir: str | Path, out: str | Path) -> dict:
         return (head + " " + tail).strip()
 
     training = {
-        "data": [rel(d) for d in cfg.get("data_sets", [])], "command": cfg.get("commands", []),
+        "data": list(dict.fromkeys(rel(d) for d in cfg.get("data_sets", []))), "command": cfg.get("commands", []),
         "steps": int(state["step"]), "device": state.get("device", "cpu") +
         (f" ({cfg.get('threads')} thread)" if cfg.get("threads") else ""),
         "hours": round(float(state["elapsed"]) / 3600, 3), "crop": cfg["crop"],

@@ -58,10 +58,10 @@ def lr_at(step: int, cfg: dict, time_frac: float | None = None) -> float:
     return lr
 
 
-def shipped_progress(weights_path) -> tuple[int, float, list]:
-    """(steps, seconds, commands) recorded in the manifest for a shipped weights file, so a
+def shipped_progress(weights_path) -> tuple[int, float, list, list]:
+    """(steps, seconds, commands, data sets) recorded in the manifest for a shipped weights file, so a
     session that starts from the committed weights (its run folder gone) continues the count.
-    (0, 0.0, []) when the file is not the one the manifest describes."""
+    (0, 0.0, [], []) when the file is not the one the manifest describes."""
     from codecflow.codecs.learned import weights as W
 
     path = Path(weights_path)
@@ -70,8 +70,8 @@ def shipped_progress(weights_path) -> tuple[int, float, list]:
             t = entry.get("training") or {}
             cmds = t.get("command") or []
             return (int(t.get("steps", 0)), float(t.get("hours", 0.0)) * 3600.0,
-                    list(cmds) if isinstance(cmds, list) else [cmds])
-    return 0, 0.0, []
+                    list(cmds) if isinstance(cmds, list) else [cmds], list(t.get("data") or []))
+    return 0, 0.0, [], []
 
 
 def save_atomic(obj, path: Path) -> None:
@@ -223,12 +223,13 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         sd = {k: v.float() if v.is_floating_point() else v
               for k, v in strip_cdf_buffers(init["state_dict"]).items()}
         torch.nn.Module.load_state_dict(model, sd, strict=False)
-        step, elapsed, history = shipped_progress(cfg["init_from"])
+        step, elapsed, history, earlier_data = shipped_progress(cfg["init_from"])
         cfg["commands"] = history + cfg.get("commands", [])
+        cfg["data_sets"] = earlier_data
         cfg["warmup_from"] = step  # fresh optimizer state: warm up again
         if group.main:
             print(f"initialised from {cfg['init_from']} (continuing at step {step}, "
-              f"{elapsed / 3600:.2f} h of earlier training)", flush=True)
+                  f"{elapsed / 3600:.2f} h of earlier training)", flush=True)
     model.train()
     world = group.world
     if cfg["batch"] % world:
@@ -252,8 +253,9 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
     else:
         data = ImageSet(images, crop=cfg["crop"])
     val_images = load_val_images(cfg)
-    data_sets = data_sets or cfg.get("data_sets", [])
-    cfg["data_sets"] = data_sets
+    # every data set this run has ever trained on (a resumed run may use another, e.g. a pack)
+    cfg["data_sets"] = list(dict.fromkeys(list(cfg.get("data_sets") or []) +
+                                          list(data_sets or [])))
 
     dev_name = ("cpu" if world == 1 else f"cpu ({world} processes)") if device.type == "cpu" \
         else f"{device.type} ({torch.cuda.get_device_name(device)})"
