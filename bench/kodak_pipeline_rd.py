@@ -71,6 +71,9 @@ def main() -> int:
     ap.add_argument("--q", action="append", default=[], metavar="CODEC=Q,Q,...")
     ap.add_argument("--kodak", default=str(ROOT.parent / "shared/data/images/kodak"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--anchors-from", default=None, metavar="JSON",
+                    help="reuse the points of the codecs not measured now from an earlier "
+                         "kodak_pipeline_rd.json (e.g. to re-measure only learned-intra)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/kodak_pipeline_rd"))
     args = ap.parse_args()
     kodak = Path(args.kodak)
@@ -92,6 +95,13 @@ def main() -> int:
                   f"(pipeline {p['pipeline_s']:.0f} s, decode {p['decode_s']:.0f} s)", flush=True)
             pts.append(p)
         results[c] = pts
+    reused = []
+    if args.anchors_from:
+        earlier = json.loads(Path(args.anchors_from).read_text())["points"]
+        for c, pts in earlier.items():
+            if c not in results:
+                results[c] = pts
+                reused.append(c)
     curves = {c: ([p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts])
               for c, pts in results.items()}
     published = load_published(ROOT.parent / "shared/anchors/kodak")
@@ -116,7 +126,9 @@ def main() -> int:
     for c, pts in results.items():
         pts_lines += [f"| {c} | {p['q']} | {p['bpp']:.4f} | {p['psnr_rgb']:.2f} | "
                       f"{p['psnr_yuv']:.2f} |" for p in pts]
-    md = "\n".join(["# Kodak RD through the pipeline", "", *lines, "", *pts_lines, ""])
+    note = ([f"Points of {', '.join(reused)} reused from {args.anchors_from} (measured earlier "
+             f"by this script); the others measured in this run.", ""] if reused else [])
+    md = "\n".join(["# Kodak RD through the pipeline", "", *note, *lines, "", *pts_lines, ""])
     print("\n" + md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
