@@ -20,6 +20,10 @@ def _int_list(s: str) -> list:
     return [int(v) for v in s.split(",") if v.strip()] if s else []
 
 
+def _float_list(s: str) -> list:
+    return [float(v) for v in s.split(",") if v.strip()] if s else []
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     root = default_data_root()
     p.add_argument("--run-dir", default="runs/intra", help="run folder (checkpoint, logs)")
@@ -54,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(auto: yes on a GPU)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="stop (and checkpoint) after this many seconds of this call")
-    p.add_argument("--decay-time", type=lambda v: [float(x) for x in v.split(",") if x.strip()],
+    p.add_argument("--decay-time", type=_float_list,
                    default=[], help="with --time-limit: also decay the LR at these fractions of "
                                     "it (e.g. 0.7,0.9), for runs measured in time, not steps")
     p.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
@@ -87,7 +91,8 @@ def _config(args) -> dict:
             "val_every": int(args.val_every), "ckpt_every": float(args.ckpt_every),
             "log_every": int(args.log_every), "seed": int(args.seed),
             "synthetic": bool(args.synthetic), "rewarm": bool(args.rewarm),
-            "decay_time": list(args.decay_time), "device": args.device, "amp": args.amp, "time_limit": args.time_limit,
+            "decay_time": list(args.decay_time), "device": args.device, "amp": args.amp,
+            "time_limit": args.time_limit,
             "data_on_device": {"auto": None, "yes": True, "no": False}[args.data_on_device],
             "commands": [_command()]}
 
@@ -122,7 +127,8 @@ def export(run_dir: str | Path, out: str | Path) -> dict:
         return (head + " " + tail).strip()
 
     training = {
-        "data": list(dict.fromkeys(rel(d) for d in cfg.get("data_sets", []))), "command": cfg.get("commands", []),
+        "data": list(dict.fromkeys(rel(d) for d in cfg.get("data_sets", []))),
+        "command": cfg.get("commands", []),
         "steps": int(state["step"]), "device": state.get("device", "cpu") +
         (f" ({cfg.get('threads')} thread)" if cfg.get("threads") else ""),
         "hours": round(float(state["elapsed"]) / 3600, 3), "crop": cfg["crop"],

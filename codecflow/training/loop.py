@@ -59,8 +59,9 @@ def lr_at(step: int, cfg: dict, time_frac: float | None = None) -> float:
 
 
 def shipped_progress(weights_path) -> tuple[int, float, list, list]:
-    """(steps, seconds, commands, data sets) recorded in the manifest for a shipped weights file, so a
-    session that starts from the committed weights (its run folder gone) continues the count.
+    """(steps, seconds, commands, data sets) recorded in the manifest for a shipped weights
+    file, so a session that starts from the committed weights (its run folder gone) continues
+    the count.
     (0, 0.0, [], []) when the file is not the one the manifest describes."""
     from codecflow.codecs.learned import weights as W
 
