@@ -81,7 +81,12 @@ def cmd_stage(args) -> int:
 def cmd_decode(args) -> int:
     from codecflow.stages.decode import decode_paths  # noqa: PLC0415
 
-    results = decode_paths(args.input, args.output, args.reference, args.device, args.format)
+    if args.threads:
+        import torch  # noqa: PLC0415 - decode is a stage that may run learned codecs
+
+        torch.set_num_threads(args.threads)
+    results = decode_paths(args.input, args.output, args.reference, args.device, args.format,
+                           strict=args.strict)
     failed = False
     for r in results:
         line = (f"{r['file']}: {r['codec']} q={r['q']} {r['frames']} frames, {r['bytes']} bytes, "
@@ -90,6 +95,9 @@ def cmd_decode(args) -> int:
             line += (f", PSNR-Y {r['psnr_y']:.3f} dB, PSNR-YUV {r['psnr_yuv']:.3f} dB, "
                      f"PSNR-RGB {r['psnr_rgb']:.3f} dB")
         print(line)
+        if r["rounding_mismatches"]:
+            print(f"  warning: {r['rounding_mismatches']} picture(s) differ from the encoder's "
+                  f"by rounding only (symbols verified); see the log above", file=sys.stderr)
         if not r["complete"]:
             print(f"  warning: {r['status']}", file=sys.stderr)
             failed = failed or args.strict
@@ -129,8 +137,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="output pictures: auto = .yuv for YUV streams, PNG for image streams")
     d.add_argument("--device", default="cpu", help="learned codecs: cpu or cuda")
     d.add_argument("--json", help="also write the results to this JSON file")
+    d.add_argument("--threads", type=int, default=0,
+                   help="learned codecs: CPU threads (0 = library default); any count decodes "
+                        "to the same pictures")
     d.add_argument("--strict", action="store_true",
-                   help="exit non-zero when a file is incomplete (cut short or corrupt)")
+                   help="exit non-zero when a file is incomplete (cut short or corrupt), and "
+                        "refuse a picture whose reconstruction CRC differs even when its "
+                        "decoded symbols match")
     d.set_defaults(func=cmd_decode)
 
     s = sub.add_parser("stage", help="run one stage of a pipeline (for multi-host setups)")

@@ -23,6 +23,11 @@ class ContainerError(CodecflowError):
     """A .cfl file is not a codecflow bitstream, or has an unsupported version."""
 
 
+class SymbolMismatch(CodecError):
+    """The decoded symbols (quantised latents) differ from the encoder's: corrupt or
+    incompatible stream. Never shown as a picture."""
+
+
 class ReconstructionMismatch(CodecError):
     """The decoder's reconstruction does not match the CRC the encoder recorded."""
 

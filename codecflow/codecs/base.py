@@ -148,6 +148,9 @@ class Codec:
     version: str = "1"
     unit_kinds: tuple = ("frame", "pair")
     input_fmt: str = "any"  # the pixel format the codec works in natively: yuv420p, rgb24, any
+    # True when every payload carries a CRC of its decoded symbols and the decoder checks it:
+    # a reconstruction CRC mismatch then means rounding after exact decoding, not corruption
+    verifies_symbols: bool = False
 
     def __init__(self, q: int = 32, device: str = "cpu", **params):
         check_q(q)
@@ -286,16 +289,14 @@ class PictureCodec(Codec):
 
     def encode(self, unit: Unit) -> CodedUnit:
         records, recon = [], []
+        coded = [self.encode_picture_recon(f, unit.info) for f in unit.frames]
         if unit.kind == "pair":
-            parts = [bytes(self.encode_picture(f, unit.info)) for f in unit.frames]
-            payload = pack_views(parts)
-            views = self.decode_pair(payload, unit.info)
+            payload = pack_views([p for p, _ in coded])
+            views = [r for _, r in coded]
             records.append(Record(unit.first_frame, FLAG_INTRA, payload, frames_crc32(views)))
             recon.extend(views)
         else:
-            for i, f in enumerate(unit.frames):
-                payload = bytes(self.encode_picture(f, unit.info))
-                rec = self.decode_picture(payload, unit.info)
+            for i, (payload, rec) in enumerate(coded):
                 records.append(Record(unit.first_frame + i, FLAG_INTRA, payload, rec.crc32()))
                 recon.append(rec)
         return CodedUnit(unit.kind, unit.seq, unit.stream, records, recon, unit.info,
@@ -311,6 +312,12 @@ class PictureCodec(Codec):
 
     def encode_picture(self, frame: Frame, info: StreamInfo) -> bytes:
         raise NotImplementedError
+
+    def encode_picture_recon(self, frame: Frame, info: StreamInfo) -> tuple:
+        """-> (payload bytes, the Frame every decoder reconstructs). By default the payload
+        is decoded; a codec whose decoding is exact may return its own reconstruction."""
+        payload = bytes(self.encode_picture(frame, info))
+        return payload, self.decode_picture(payload, info)
 
     def decode_picture(self, payload: bytes, info: StreamInfo) -> Frame:
         raise NotImplementedError

@@ -189,7 +189,8 @@ def code_file(codec_name: str, q: int, frames: list, info: StreamInfo, path: str
         dec = create_codec(h["codec"], q=h["q"], device=device, **params)
         for _unit, records in reader.units():
             t0 = time.perf_counter()
-            out = decode_checked(dec, records, dinfo, dinfo.unit_kind, where=f"{path}: ")
+            out = decode_checked(dec, records, dinfo, dinfo.unit_kind, where=f"{path}: ",
+                                 strict=True)
             dec_s += time.perf_counter() - t0
             for rec, fr in zip(records, out):
                 rows.append(metrics.frame_psnr(frames[rec.frame_index], fr, info.matrix,

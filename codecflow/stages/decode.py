@@ -79,7 +79,7 @@ def _reference_frames(ref: str, stream: str, info: StreamInfo):
 
 
 def decode_file(path: str, output: str | None, reference: str | None = None,
-                device: str = "cpu", recon_format: str = "auto") -> dict:
+                device: str = "cpu", recon_format: str = "auto", strict: bool = False) -> dict:
     """Decode one .cfl. Returns a result map (frames, units, bytes, psnr..., status)."""
     with CflReader(path) as reader:
         h = reader.header
@@ -92,11 +92,12 @@ def decode_file(path: str, output: str | None, reference: str | None = None,
             writer = ReconWriter(out_dir, stream, info, "yuv" if exact else recon_format, None,
                                  subdir="", exact_name=exact)
         refs = _reference_frames(reference, stream, info) if reference else None
-        rows, frames = [], 0
+        rows, frames, mismatches = [], 0, []
         try:
             for unit_no, records in reader.units():
                 pics = decode_checked(codec, records, info, info.unit_kind,
-                                      where=f"{path}: unit {unit_no}: ")
+                                      where=f"{path}: unit {unit_no}: ", strict=strict,
+                                      mismatches=mismatches)
                 first = records[0].frame_index
                 if writer:
                     writer.write(first, pics, info.views)
@@ -119,6 +120,7 @@ def decode_file(path: str, output: str | None, reference: str | None = None,
               "bpp": 8.0 * nbytes / pixels if pixels else 0.0,
               "kbps": 8.0 * nbytes * info.fps / frames / 1000.0 if frames else 0.0,
               "complete": status.complete, "status": status.describe(),
+              "rounding_mismatches": len(mismatches),
               "output": writer.paths if writer else []}
     result.update(mean_metrics(rows))
     return result
@@ -135,7 +137,7 @@ def _output_target(output: str):
 
 
 def decode_paths(inp: str, output: str | None, reference: str | None, device: str = "cpu",
-                 fmt: str = "auto") -> list:
+                 fmt: str = "auto", strict: bool = False) -> list:
     if os.path.isdir(inp):
         files = sorted(glob.glob(os.path.join(glob.escape(inp), "*.cfl")))
         if not files:
@@ -144,4 +146,4 @@ def decode_paths(inp: str, output: str | None, reference: str | None, device: st
             raise CodecError(f"--output {output}: decoding a folder needs an output folder")
     else:
         files = [inp]
-    return [decode_file(f, output, reference, device, fmt) for f in files]
+    return [decode_file(f, output, reference, device, fmt, strict) for f in files]

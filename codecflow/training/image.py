@@ -76,6 +76,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", metavar="PATH", default=None,
                    help="write fp16 weights from the run's checkpoint to PATH, update the "
                         "manifest.json next to it, and exit")
+    p.add_argument("--add-tables", metavar="PATH", default=None,
+                   help="rewrite an older weights file (format 1) with its coding tables "
+                        "(weights unchanged), update its manifest entry, and exit")
 
 
 def _config(args) -> dict:
@@ -149,6 +152,12 @@ def _own_argv(argv: list | None) -> list:
 
 
 def run(args, argv: list | None = None) -> int:
+    if args.add_tables:
+        from codecflow.codecs.learned import weights as W
+
+        entry = W.add_tables(args.add_tables)
+        print(f"rewrote {args.add_tables} with coding tables: sha256 {entry['sha256']}")
+        return 0
     if args.export:
         entry = export(args.run_dir, args.export)
         print(f"exported {args.export}: {entry['bytes']} bytes, sha256 {entry['sha256']}, "

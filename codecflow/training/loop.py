@@ -126,13 +126,13 @@ def validate(model, images: list, qs=VAL_QS) -> list:
 
     was_training = model.training
     model.eval()
-    model.update(force=True)
+    model.build_tables()
     rows = []
     for q in qs:
         bpp, ps, te, td = [], [], 0.0, 0.0
         for img in images:
             t0 = time.perf_counter()
-            payload = encode_rgb(model, img, q)
+            payload, _ = encode_rgb(model, img, q)
             t1 = time.perf_counter()
             rec = decode_rgb(model, payload)
             td += time.perf_counter() - t1

@@ -4,15 +4,19 @@ Payload (see docs/bitstream.md, "learned-intra payload"):
 
     offset size  field
     0      1     magic 0x4C ('L')
-    1      1     payload version (1)
+    1      1     payload version (2)
     2      1     q (0..63)
     3      2     original height (u16, little endian)
     5      2     original width  (u16)
     7      4     length of the z string (u32)
     11     4     length of the y-anchor string (u32)
     15     4     length of the y-non-anchor string (u32)
-    19     4     CRC-32 of bytes 0..18 and the three strings
-    23     ...   z string, y-anchor string, y-non-anchor string (CompressAI rANS)
+    19     4     CRC-32 of the quantised latents the encoder coded (u32)
+    23     4     CRC-32 of bytes 0..22 and the three strings
+    27     ...   z string, y-anchor string, y-non-anchor string (CompressAI rANS)
+
+Decoding is exact (integer arithmetic, `exact.py`): the decoded latents and the picture are the
+same on every machine. Version 1 payloads (float entropy parameters) are refused.
 """
 
 from __future__ import annotations
@@ -24,34 +28,39 @@ import numpy as np
 
 from codecflow.codecs import colour
 from codecflow.codecs.base import Frame, PictureCodec, StreamInfo
-from codecflow.errors import CodecError
+from codecflow.errors import CodecError, SymbolMismatch
 
 MAGIC = 0x4C
-PAYLOAD_VERSION = 1
-_HEAD = struct.Struct("<BBBHHIII")
+PAYLOAD_VERSION = 2
+_HEAD = struct.Struct("<BBBHHIIII")
 _CRC = struct.Struct("<I")
 HEADER_BYTES = _HEAD.size + _CRC.size
 MAX_SIDE = 65535
 
 
-def pack_payload(q: int, h: int, w: int, strings: list) -> bytes:
+def pack_payload(q: int, h: int, w: int, strings: list, symbols_crc: int) -> bytes:
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise CodecError(f"learned-intra: picture {w}x{h} is outside 1..{MAX_SIDE} per side")
-    head = _HEAD.pack(MAGIC, PAYLOAD_VERSION, q, h, w, *(len(s) for s in strings))
+    head = _HEAD.pack(MAGIC, PAYLOAD_VERSION, q, h, w, *(len(s) for s in strings),
+                      symbols_crc)
     body = b"".join(bytes(s) for s in strings)
     crc = zlib.crc32(body, zlib.crc32(head)) & 0xFFFFFFFF
     return head + _CRC.pack(crc) + body
 
 
-def unpack_payload(payload: bytes, magic: int = MAGIC, what: str = "learned-intra") -> tuple:
-    """-> (q, h, w, [strings]). Raises CodecError on anything malformed."""
+def unpack_payload(payload: bytes) -> tuple:
+    """-> (q, h, w, [strings], symbols CRC). Raises CodecError on anything malformed."""
     payload = bytes(payload)
+    what = "learned-intra"
+    if len(payload) >= 2 and payload[0] == MAGIC and payload[1] == 1:
+        raise CodecError(f"{what} payload version 1 (float entropy parameters, made before "
+                         f"exact decoding) is not supported; re-encode the source")
     if len(payload) < HEADER_BYTES:
         raise CodecError(f"{what} payload truncated: {len(payload)} bytes, the header alone "
                          f"needs {HEADER_BYTES}")
-    m, ver, q, h, w, lz, la, ln = _HEAD.unpack_from(payload, 0)
-    if m != magic:
-        raise CodecError(f"{what} payload: bad format byte 0x{m:02x} (expected 0x{magic:02x}); "
+    m, ver, q, h, w, lz, la, ln, sym_crc = _HEAD.unpack_from(payload, 0)
+    if m != MAGIC:
+        raise CodecError(f"{what} payload: bad format byte 0x{m:02x} (expected 0x{MAGIC:02x}); "
                          f"not a {what} picture")
     if ver != PAYLOAD_VERSION:
         raise CodecError(f"{what} payload version {ver} is not supported (this decoder reads "
@@ -69,11 +78,18 @@ def unpack_payload(payload: bytes, magic: int = MAGIC, what: str = "learned-intr
     if got != crc:
         raise CodecError(f"{what} payload corrupt: CRC-32 {got:08x} != {crc:08x} in its header")
     strings = [body[:lz], body[lz:lz + la], body[lz + la:]]
-    return q, h, w, strings
+    return q, h, w, strings, sym_crc
 
 
-def encode_rgb(model, rgb: np.ndarray, q: int) -> bytes:
-    """uint8 H x W x 3 RGB -> payload bytes."""
+def _to_rgb(picture, h: int, w: int) -> np.ndarray:
+    return np.ascontiguousarray(picture[0, :, :h, :w].permute(1, 2, 0).cpu().numpy())
+
+
+def encode_rgb(model, rgb: np.ndarray, q: int) -> tuple:
+    """uint8 H x W x 3 RGB -> (payload bytes, the uint8 RGB picture every decoder produces).
+
+    The picture comes from the encoder's own quantised latents: decoding is exact, and the
+    symbols CRC in the payload proves that a decoder read the same latents."""
     import torch
 
     h, w = rgb.shape[:2]
@@ -84,35 +100,32 @@ def encode_rgb(model, rgb: np.ndarray, q: int) -> bytes:
     x = model.pad(x / 255.0)
     with torch.no_grad():
         out = model.compress(x, int(q))
-    return pack_payload(int(q), h, w, out["strings"])
+        picture = model.exact().synthesize(out["y16"], int(q))
+    return pack_payload(int(q), h, w, out["strings"], out["symbols_crc"]), _to_rgb(picture, h, w)
 
 
-def decode_rgb(model, payload: bytes) -> np.ndarray:
-    """payload bytes -> uint8 H x W x 3 RGB."""
+def decode_rgb(model, payload: bytes, where: str = "") -> np.ndarray:
+    """payload bytes -> uint8 H x W x 3 RGB. Raises SymbolMismatch when the decoded latents
+    are not the ones the encoder coded (corrupt or incompatible stream)."""
     import torch
 
     from codecflow.codecs.learned.model import STRIDE
 
-    q, h, w, strings = unpack_payload(payload)
+    q, h, w, strings, sym_crc = unpack_payload(payload)
     hp, wp = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
-    # fp32 convs on CPU give last-bit differences for some thread counts (seen: 3 vs 1/2/4/8);
-    # decode with a power-of-two thread count so encoder and decoder processes agree.
-    n = torch.get_num_threads()
-    p2 = 1 << (n.bit_length() - 1)
-    if p2 != n:
-        torch.set_num_threads(p2)
     try:
         with torch.no_grad():
-            x_hat = model.decompress(strings, (hp // STRIDE, wp // STRIDE), q)
-    except CodecError:
-        raise
+            y16, got = model.decompress(strings, (hp // STRIDE, wp // STRIDE))
     except Exception as e:  # noqa: BLE001 - rANS / shape errors from a bad stream
-        raise CodecError(f"learned-intra payload cannot be decoded: {e}") from e
-    finally:
-        if p2 != n:
-            torch.set_num_threads(n)
-    x_hat = x_hat[0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
-    return np.ascontiguousarray(x_hat.permute(1, 2, 0).cpu().numpy())
+        raise CodecError(f"{where}learned-intra payload cannot be decoded: {e}") from e
+    if got != sym_crc:
+        raise SymbolMismatch(
+            f"{where}decoded latents differ from the encoder's (symbols CRC {got:08x} != "
+            f"{sym_crc:08x}): the stream is corrupt or was made with other weights or an "
+            f"incompatible codec version")
+    with torch.no_grad():
+        picture = model.exact().synthesize(y16, q)
+    return _to_rgb(picture, h, w)
 
 
 def resolve_device(device: str) -> str:
@@ -135,7 +148,8 @@ class LearnedIntra(PictureCodec):
     """Compact hyperprior + checkerboard learned intra codec (our weights, see docs)."""
 
     name = "learned-intra"
-    version = "1"
+    version = "2"
+    verifies_symbols = True
     unit_kinds = ("frame", "pair", "gop")
     input_fmt = "rgb24"
 
@@ -148,8 +162,8 @@ class LearnedIntra(PictureCodec):
 
         self.weights_path = str(weights) if weights else str(W.default_path("learned-intra"))
         self.device = resolve_device(device)
-        # Entropy parameters and transforms run in fp32 on every device: the bitstream must
-        # decode identically wherever the encoder's device class is used again.
+        # Decoding is integer arithmetic (exact.py): any device, thread count or CPU decodes
+        # a stream to the same latents and the same picture.
         self.model, self._sha = W.load_intra_model(self.weights_path, self.device)
 
     @property
@@ -157,8 +171,12 @@ class LearnedIntra(PictureCodec):
         return self._sha[:12]
 
     def encode_picture(self, frame: Frame, info: StreamInfo) -> bytes:
+        return self.encode_picture_recon(frame, info)[0]
+
+    def encode_picture_recon(self, frame: Frame, info: StreamInfo) -> tuple:
         rgb = colour.to_rgb(frame, info.matrix, info.range)
-        return encode_rgb(self.model, rgb, self.q)
+        payload, picture = encode_rgb(self.model, rgb, self.q)
+        return payload, colour.like(picture, info.pix_fmt, info.matrix, info.range)
 
     def decode_picture(self, payload: bytes, info: StreamInfo) -> Frame:
         rgb = decode_rgb(self.model, payload)

@@ -29,12 +29,19 @@ from compressai.layers import GDN
 from compressai.models.base import CompressionModel, get_scale_table
 from torch import nn
 
+from codecflow.codecs.learned.exact import (
+    ACT_FRAC, ACT_LIMIT, ExactConv, ExactSequential, round_half_up, to_fixed)
 from codecflow.codecs.learned.layers import (
     MEAN_STEP, anchor_mask, cb_gather, cb_scatter, conv, deconv, grid_means, ste_round)
 
 STRIDE = 64  # total down-sampling incl. the hyperprior: pad pictures to a multiple of this
+Y_FRAC = 4  # decoded latents lie on the 1/16 grid of the snapped means (MEAN_STEP)
+Y_LIMIT = 2.0 ** 24  # |latent| <= 2^20
+IG_FRAC = 16  # inverse gains: units of 2^-16
 DEFAULT_LAMBDAS = (0.0018, 0.0048, 0.0130, 0.0348, 0.0932)
 Q_MAX = 63
+TABLE_KEYS = ("eb_cdf", "eb_offset", "eb_cdf_length", "gc_cdf", "gc_offset", "gc_cdf_length",
+              "scale_table", "inv_gain")
 
 
 class IntraModel(CompressionModel):
@@ -96,32 +103,6 @@ class IntraModel(CompressionModel):
         scales, means = self.ep(torch.cat([hyper, ctx], dim=1)).chunk(2, 1)
         return scales, grid_means(means)
 
-    def _params_exact(self, hyper: torch.Tensor, y_hat_a: torch.Tensor | None):
-        """Entropy parameters for coding: computed in float64, returned as float32.
-
-        The fp32 result of a conv may differ in the last bits with the thread count or the
-        kernel chosen; in float64 such differences are ~1e-16 relative and almost never survive
-        the cast to fp32, the 1/16 mean grid and the scale-table lookup, so encoder and decoder
-        get identical CDF indexes and means.
-        """
-        ctx = (torch.zeros_like(hyper) if y_hat_a is None
-               else _f64_call(self.ctx, y_hat_a.double()))
-        p = _f64_call(self.ep, torch.cat([hyper, ctx], dim=1))
-        scales, means = p.chunk(2, 1)
-        means = torch.round(means / MEAN_STEP) * MEAN_STEP
-        return scales.float().contiguous(), means.float().contiguous()
-
-    def _hyper_exact(self, z_hat: torch.Tensor) -> torch.Tensor:
-        return _f64_call(self.h_s, z_hat.double())
-
-    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
-        """g_s for decoding: the GDN normalisations (1x1 convs, whose fp32 result varies with
-        the thread count) run in float64, so the reconstruction does not depend on it."""
-        x = y_hat
-        for mod in self.g_s:
-            x = _gdn_exact(mod, x) if isinstance(mod, GDN) else mod(x)
-        return x
-
     # ---------------------------------------------------------------- training
     def forward(self, x: torch.Tensor, pos: torch.Tensor,
                 amp_dtype: torch.dtype | None = None) -> dict:
@@ -167,50 +148,89 @@ class IntraModel(CompressionModel):
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return x
 
+    def exact(self) -> "ExactIntra":
+        """The integer twin used for coding (built once; rebuilt after `load_tables`)."""
+        if getattr(self, "_exact", None) is None:
+            self._exact = ExactIntra(self)
+        return self._exact
+
     @torch.no_grad()
     def compress(self, x: torch.Tensor, q: int) -> dict:
         """x: 1 x 3 x H x W in [0, 1], H and W multiples of STRIDE (see `pad`).
 
-        Returns {"strings": [z, y_anchor, y_nonanchor], "z_shape": (h, w)}.
+        Returns {"strings": [z, y_anchor, y_nonanchor], "z_shape": (h, w),
+        "symbols_crc": CRC-32 of the quantised latents, "y16": the quantised latent}.
+        Only the analysis (g_a, h_a) runs in float: what the decoder must reproduce is exact.
         """
+        ex = self.exact()
         pos = torch.tensor([self.q_to_pos(q)], device=x.device)
         g, _ = self.gains(pos)
         y = self.g_a(x) * g
         z = self.h_a(y)
         z_shape = tuple(z.shape[2:])
-        z_str = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_str, z_shape)
-        # identical to the decoder from here on
-        hyper = self._hyper_exact(z_hat)
-        s_a, m_a = self._params_exact(hyper, None)
-        ya, sa, ma = cb_gather(y, True), cb_gather(s_a, True), cb_gather(m_a, True)
-        gc = self.gaussian_conditional
-        a_str = gc.compress(ya, gc.build_indexes(sa), ma)
-        ya_hat = gc.quantize(ya, "dequantize", ma)
-        y_hat_a = cb_scatter(ya_hat, torch.zeros_like(y), True)
-        s_n, m_n = self._params_exact(hyper, y_hat_a)
-        yn, sn, mn = cb_gather(y, False), cb_gather(s_n, False), cb_gather(m_n, False)
-        n_str = gc.compress(yn, gc.build_indexes(sn), mn)
-        return {"strings": [z_str[0], a_str[0], n_str[0]], "z_shape": z_shape}
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        z_str = eb.compress(z)
+        z_hat = eb.decompress(z_str, z_shape)
+        hyper = ex.hyper(z_hat)
+        strings, y16 = [z_str[0]], torch.zeros_like(y, dtype=torch.float64)
+        for anchors in (True, False):
+            idx, mu16 = ex.params(hyper, None if anchors else y16)
+            idx, mu16 = cb_gather(idx, anchors), cb_gather(mu16, anchors)
+            mu = (mu16 * MEAN_STEP).float()
+            part = cb_gather(y, anchors)
+            strings.append(gc.compress(part, idx, mu)[0])
+            sym = gc.quantize(part, "symbols", mu).to(torch.float64)
+            cb_scatter(ex.latent16(sym, mu16), y16, anchors)
+        return {"strings": strings, "z_shape": z_shape, "y16": y16,
+                "symbols_crc": symbols_crc(z_hat, y16)}
 
     @torch.no_grad()
-    def decompress(self, strings: list, z_shape: tuple, q: int) -> torch.Tensor:
-        """-> 1 x 3 x H x W reconstruction (unclamped, padded size)."""
+    def decompress(self, strings: list, z_shape: tuple) -> tuple:
+        """-> (y16: the quantised latent in 1/16 units, CRC-32 of the quantised latents)."""
+        ex = self.exact()
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        z_hat = eb.decompress([strings[0]], tuple(z_shape))
+        hyper = ex.hyper(z_hat)
+        y16 = None
+        for anchors, string in ((True, strings[1]), (False, strings[2])):
+            idx, mu16 = ex.params(hyper, y16)
+            if y16 is None:
+                y16 = torch.zeros_like(mu16)
+            idx, mu16 = cb_gather(idx, anchors), cb_gather(mu16, anchors)
+            sym = gc.decompress([string], idx).to(torch.float64)
+            cb_scatter(ex.latent16(sym, mu16), y16, anchors)
+        return y16, symbols_crc(z_hat, y16)
+
+    # ---------------------------------------------------------------- coding tables
+    def build_tables(self) -> None:
+        """Compute the coding tables from the float weights (at export time, on one machine):
+        CompressAI's CDF tables and the per-q inverse gains. Decoders load them from the
+        weights file instead of recomputing them with float math that can differ by a bit."""
+        self.update(force=True)
+        self.inv_gain_table = inv_gain_table(self)
+        self._exact = None
+
+    def coding_tables(self) -> dict:
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
+        return {"eb_cdf": eb._quantized_cdf, "eb_offset": eb._offset,
+                "eb_cdf_length": eb._cdf_length, "gc_cdf": gc._quantized_cdf,
+                "gc_offset": gc._offset, "gc_cdf_length": gc._cdf_length,
+                "scale_table": gc.scale_table, "inv_gain": self.inv_gain_table}
+
+    def load_tables(self, tables: dict) -> None:
+        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
         dev = self.log_gain.device
-        pos = torch.tensor([self.q_to_pos(q)], device=dev)
-        _, ig = self.gains(pos)
-        z_hat = self.entropy_bottleneck.decompress([strings[0]], tuple(z_shape))
-        hyper = self._hyper_exact(z_hat)
-        s_a, m_a = self._params_exact(hyper, None)
-        gc = self.gaussian_conditional
-        sa, ma = cb_gather(s_a, True), cb_gather(m_a, True)
-        ya_hat = gc.decompress([strings[1]], gc.build_indexes(sa), means=ma)
-        y_hat = cb_scatter(ya_hat, torch.zeros_like(s_a), True)
-        s_n, m_n = self._params_exact(hyper, y_hat)
-        sn, mn = cb_gather(s_n, False), cb_gather(m_n, False)
-        yn_hat = gc.decompress([strings[2]], gc.build_indexes(sn), means=mn)
-        y_hat = cb_scatter(yn_hat, y_hat, False)
-        return self.synthesis(y_hat * ig)
+        get = {k: tables[k].to(dev) for k in TABLE_KEYS}
+        eb._quantized_cdf, eb._offset, eb._cdf_length = (
+            get["eb_cdf"].int(), get["eb_offset"].int(), get["eb_cdf_length"].int())
+        gc._quantized_cdf, gc._offset, gc._cdf_length = (
+            get["gc_cdf"].int(), get["gc_offset"].int(), get["gc_cdf_length"].int())
+        gc.scale_table = get["scale_table"].float()
+        self.inv_gain_table = get["inv_gain"].int()
+        if self.inv_gain_table.shape != (Q_MAX + 1, self.M):
+            raise ValueError(f"inverse gain table has shape {tuple(self.inv_gain_table.shape)},"
+                             f" expected {(Q_MAX + 1, self.M)}")
+        self._exact = None
 
     def update(self, scale_table=None, force=False, update_quantiles=False):
         if scale_table is None:
@@ -223,23 +243,77 @@ class IntraModel(CompressionModel):
                 "stride": STRIDE, "params": sum(p.numel() for p in self.parameters())}
 
 
-def _f64_call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Run ``module`` in float64 (parameters cast on the fly; the module is not modified)."""
-    from torch.func import functional_call
+class ExactIntra:
+    """The integer twin of an `IntraModel`: everything the decoder computes, exactly.
 
-    state = {k: v.double() if v.is_floating_point() else v
-             for k, v in list(module.named_parameters()) + list(module.named_buffers())}
-    return functional_call(module, state, (x,))
+    hyper synthesis h_s, the context conv, the entropy-parameter net, the mean snapping, the
+    scale -> CDF index lookup and the synthesis g_s run on integers (`exact.py`), so encoder
+    and decoder agree bit for bit on every machine, thread count and picture size. Only the
+    encoder's analysis (g_a, h_a) stays in float: its output is what gets coded.
+    """
+
+    def __init__(self, model: "IntraModel"):
+        dev = model.log_gain.device
+        self.h_s = ExactSequential(model.h_s, ACT_FRAC, ACT_LIMIT, what="h_s").to(dev)
+        self.ctx = ExactConv(model.ctx, Y_FRAC, ACT_FRAC, Y_LIMIT, what="ctx").to(dev)
+        self.ep = ExactSequential(model.ep, ACT_FRAC, ACT_LIMIT, what="ep").to(dev)
+        self.g_s = ExactSequential(model.g_s, ACT_FRAC, ACT_LIMIT, what="g_s").to(dev)
+        table = model.gaussian_conditional.scale_table.to(dev, torch.float64)
+        # CompressAI's rule: index = #entries below the scale (scale <= t_k counts down);
+        # with s = s_int * 2^-F, "s <= t_k" is exactly "s_int <= floor(t_k * 2^F)"
+        self.thresholds = torch.floor(table[:-1] * 2.0 ** ACT_FRAC)
+        self.levels = int(table.numel())
+        self.inv_gain = model.inv_gain_table.to(dev, torch.float64)
+
+    def hyper(self, z_hat: torch.Tensor) -> torch.Tensor:
+        return self.h_s(to_fixed(z_hat, ACT_FRAC))
+
+    def params(self, hyper: torch.Tensor, y16: torch.Tensor | None):
+        """-> (CDF indexes int32, means in 1/16 units) for every latent position."""
+        ctx = torch.zeros_like(hyper) if y16 is None else self.ctx(y16)
+        scales, means = self.ep(torch.cat([hyper, ctx], dim=1)).chunk(2, 1)
+        idx = torch.full_like(scales, self.levels - 1, dtype=torch.int32)
+        for t in self.thresholds:
+            idx -= (scales <= t).to(torch.int32)
+        mu16 = round_half_up(means * 2.0 ** (Y_FRAC - ACT_FRAC))
+        return idx.contiguous(), mu16.contiguous()
+
+    @staticmethod
+    def latent16(symbols: torch.Tensor, mu16: torch.Tensor) -> torch.Tensor:
+        return (symbols * 2.0 ** Y_FRAC + mu16).clamp_(-Y_LIMIT, Y_LIMIT)
+
+    def synthesize(self, y16: torch.Tensor, q: int) -> torch.Tensor:
+        """Quantised latent -> 1 x 3 x H x W uint8 picture (padded size)."""
+        ig = self.inv_gain[int(q)].view(1, -1, 1, 1)
+        a = round_half_up(y16 * ig * 2.0 ** (ACT_FRAC - Y_FRAC - IG_FRAC))
+        x = self.g_s(a.clamp_(-ACT_LIMIT, ACT_LIMIT))
+        return round_half_up(x * (255.0 * 2.0 ** -ACT_FRAC)).clamp_(0, 255).to(torch.uint8)
 
 
-def _gdn_exact(gdn: GDN, x: torch.Tensor) -> torch.Tensor:
-    c = x.shape[1]
-    beta = gdn.beta_reparam(gdn.beta).double()
-    gamma = gdn.gamma_reparam(gdn.gamma).double().reshape(c, c, 1, 1)
-    xd = x.double()
-    norm = F.conv2d(xd * xd, gamma, beta)
-    norm = torch.sqrt(norm) if gdn.inverse else torch.rsqrt(norm)
-    return (xd * norm).float()
+def symbols_crc(z_hat: torch.Tensor, y16: torch.Tensor) -> int:
+    """CRC-32 of the quantised latents (z in units of 2^-12, y in 1/16), int32 little endian."""
+    import zlib
+
+    import numpy as np
+
+    crc = 0
+    for t in (to_fixed(z_hat, ACT_FRAC), y16):
+        a = np.ascontiguousarray(t.cpu().numpy().astype("<i4"))
+        crc = zlib.crc32(a.data, crc)
+    return crc & 0xFFFFFFFF
+
+
+def inv_gain_table(model: "IntraModel") -> torch.Tensor:
+    """Q_MAX+1 x M inverse gains per q, in units of 2^-IG_FRAC (int32)."""
+    with torch.no_grad():
+        rows = []
+        for q in range(Q_MAX + 1):
+            pos = torch.tensor([model.q_to_pos(q)], dtype=torch.float64)
+            a = pos.floor().clamp(0, model.K - 2).long()
+            t = (pos - a).view(-1, 1)
+            lg = model.log_inv_gain.detach().cpu().to(torch.float64)
+            rows.append(torch.exp(lg[a] * (1 - t) + lg[a + 1] * t)[0])
+        return round_half_up(torch.stack(rows) * 2.0 ** IG_FRAC).to(torch.int32)
 
 
 def build_model(arch: dict | None = None) -> IntraModel:

@@ -5,9 +5,12 @@ variable ``CODECFLOW_WEIGHTS_DIR``, or a codec's ``weights`` parameter for one f
 them ``manifest.json`` records, per codec, the file name, its sha256 and size, the architecture
 and how it was trained. A weights file whose sha256 differs from the manifest is refused.
 
-A weights file is a torch pickle ``{"format": "codecflow-weights", "codec": ...,
-"architecture": {...}, "state_dict": {... fp16 tensors ...}}``; CompressAI's CDF tables are not
-shipped: they are rebuilt with ``model.update()`` after loading.
+A weights file is a torch pickle ``{"format": "codecflow-weights", "format_version": 2,
+"codec": ..., "architecture": {...}, "state_dict": {... fp16 tensors ...}, "tables": {...}}``.
+``tables`` holds the integer coding tables (CompressAI's CDF tables, the scale table and the
+per-q inverse gains), computed once at export: decoders load them instead of recomputing them
+with float math that may differ in the last bit between machines. Files without tables
+(format 1) still load; their tables are then rebuilt on the machine that loads them.
 """
 
 from __future__ import annotations
@@ -125,17 +128,29 @@ def load_intra_model(path: str | Path | None = None, device: str = "cpu", verify
     model = build_model(obj.get("architecture"))
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in strip_cdf_buffers(obj["state_dict"]).items()}
-    import torch.nn as nn
-
-    # plain nn.Module loading: CompressAI's override insists on the CDF buffers we don't ship
-    missing, unexpected = nn.Module.load_state_dict(model, state, strict=False)
-    missing = [k for k in missing if not any(k.endswith(b) for b in CDF_BUFFERS)]
+    missing, unexpected = nn_load(model, state)
     if missing or unexpected:
         raise CodecError(f"weights file {path} does not fit the learned-intra model: missing "
                          f"{missing[:5]}, unexpected {list(unexpected)[:5]}")
     model.eval()
-    model.update(force=True)
+    tables = obj.get("tables")
+    if tables is not None:
+        try:
+            model.load_tables(tables)
+        except (KeyError, ValueError, AttributeError) as e:
+            raise CodecError(f"weights file {path} has unusable coding tables: {e}") from e
+    else:  # older files: tables rebuilt here (float math; see docs/bitstream.md)
+        model.build_tables()
     return model.to(torch.device(device)), sha
+
+
+def nn_load(model, state: dict) -> tuple:
+    """Plain nn.Module loading (CompressAI's override insists on CDF buffers, which live in the
+    file's tables instead) -> (missing keys, unexpected keys), CDF buffers not counted."""
+    import torch.nn as nn
+
+    missing, unexpected = nn.Module.load_state_dict(model, state, strict=False)
+    return [k for k in missing if not any(k.endswith(b) for b in CDF_BUFFERS)], unexpected
 
 
 def save_weights(model, path: str | Path, training: dict | None = None,
@@ -151,9 +166,19 @@ def save_weights(model, path: str | Path, training: dict | None = None,
     sd = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu())
           .contiguous() for k, v in strip_cdf_buffers(model.state_dict()).items()}
     arch = model.architecture()
+    # coding tables are computed once here, so that every decoder uses the same integers
+    # from the fp16 weights as shipped, so that the tables match what decoders load
+    tables = None
+    if hasattr(model, "build_tables"):
+        from codecflow.codecs.learned.model import build_model
+
+        shipped = build_model(arch)
+        nn_load(shipped, {k: v.float() for k, v in sd.items()})
+        shipped.build_tables()
+        tables = {k: v.detach().cpu().contiguous() for k, v in shipped.coding_tables().items()}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": "codecflow-weights", "codec": codec, "architecture": arch,
-                "state_dict": sd}, tmp)
+    torch.save({"format": "codecflow-weights", "format_version": 2 if tables else 1,
+                "codec": codec, "architecture": arch, "state_dict": sd, "tables": tables}, tmp)
     os.replace(tmp, path)
     entry = {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size,
              "dtype": "float16", "architecture": arch, "training": training or {}}
@@ -161,3 +186,20 @@ def save_weights(model, path: str | Path, training: dict | None = None,
     manifest[codec] = entry
     write_manifest(path.parent, manifest)
     return entry
+
+
+def add_tables(path: str | Path, codec: str = "learned-intra") -> dict:
+    """Rewrite a format-1 weights file (no coding tables) as format 2: the same fp16 weights
+    plus their coding tables; the manifest entry keeps its training record and notes the
+    rewrite. Returns the new manifest entry."""
+    import time
+
+    path = Path(path)
+    verify(path, codec)
+    old = manifest_entry(path, codec)
+    model, _ = load_intra_model(path, "cpu")
+    training = dict(old.get("training", {}))
+    training.setdefault("rewrites", []).append(
+        {"what": "coding tables added (exact decoding); weights unchanged",
+         "previous_sha256": old.get("sha256"), "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return save_weights(model, path, training, codec)

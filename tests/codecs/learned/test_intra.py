@@ -102,13 +102,52 @@ def test_corrupt_payload_raises_codec_error(codec):
             codec.decode_picture(p, info)
 
 
-def test_reconstruction_mismatch_detected(codec):
+def test_reconstruction_mismatch_with_verified_symbols(codec, caplog):
+    """Symbols match but the picture CRC differs: kept with a warning, an error if strict."""
     info = StreamInfo(width=33, height=17, pix_fmt="rgb24")
     coded = codec.encode(_unit([Frame.rgb(_image(17, 33))], info))
     rec = coded.records[0]
     rec.recon_crc ^= 0x1
-    with pytest.raises(ReconstructionMismatch):
+    seen = []
+    with caplog.at_level("WARNING", logger="codecflow.decode"):
+        out = decode_checked(codec, coded.records, info, "frame", mismatches=seen)
+    assert np.array_equal(out[0].planes[0], coded.recon[0].planes[0]) and seen == [0]
+    assert "decoded symbols match" in caplog.text and "frame 0" in caplog.text
+    with pytest.raises(ReconstructionMismatch, match="frame 0.*--strict"):
+        decode_checked(codec, coded.records, info, "frame", strict=True)
+
+
+def _with_symbols_crc(payload: bytes, new_crc: int) -> bytes:
+    import struct
+    import zlib
+
+    from codecflow.codecs.learned.intra import _HEAD
+
+    head = bytearray(payload[:_HEAD.size])
+    struct.pack_into("<I", head, _HEAD.size - 4, new_crc)
+    body = payload[_HEAD.size + 4:]
+    crc = zlib.crc32(body, zlib.crc32(bytes(head))) & 0xFFFFFFFF
+    return bytes(head) + struct.pack("<I", crc) + body
+
+
+def test_symbol_mismatch_is_an_error_naming_the_frame(codec):
+    from codecflow.errors import SymbolMismatch
+
+    info = StreamInfo(width=40, height=24, pix_fmt="rgb24")
+    coded = codec.encode(_unit([Frame.rgb(_image(24, 40))], info))
+    rec = coded.records[0]
+    (sym,) = __import__("struct").unpack_from("<I", rec.payload, 19)
+    rec.payload = _with_symbols_crc(rec.payload, sym ^ 0x10)
+    with pytest.raises(SymbolMismatch, match="decoded latents differ"):
         decode_checked(codec, coded.records, info, "frame")
+
+
+def test_version_1_payload_refused(codec):
+    info = StreamInfo(width=40, height=24, pix_fmt="rgb24")
+    payload = bytearray(codec.encode_picture(Frame.rgb(_image(24, 40)), info))
+    payload[1] = 1
+    with pytest.raises(CodecError, match="version 1.*re-encode"):
+        codec.decode_picture(bytes(payload), info)
 
 
 def test_manifest_hash_mismatch(rand_weights, tmp_path):

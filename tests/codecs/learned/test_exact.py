@@ -1,0 +1,145 @@
+"""Exact decoding: learned streams decode to the encoder's pictures on any thread count, size,
+unit kind and CPU code path (integer parameter path and synthesis, codecs/learned/exact.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from codecflow.codecs.base import Frame, StreamInfo, Unit, create_codec  # noqa: E402
+from codecflow.codecs.decoding import decode_checked  # noqa: E402
+from codecflow.codecs.learned import exact  # noqa: E402
+from codecflow.codecs.learned.weights import default_path  # noqa: E402
+
+SIZES = [(1, 1), (64, 48), (97, 61), (256, 160), (333, 211), (512, 288)]  # W x H
+THREADS = (1, 2, 4)
+
+
+def _picture(w, h, seed=0):
+    from codecflow.training.datasets import synthetic_images
+
+    img = synthetic_images(1, max(w, h, 16), seed=seed)[0]
+    return np.ascontiguousarray(img[:h, :w])
+
+
+class threads:
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+@pytest.fixture(scope="module")
+def codec():
+    if not default_path().is_file():
+        pytest.skip(f"no shipped weights at {default_path()}")
+    return create_codec("learned-intra", q=40)
+
+
+# ---------------------------------------------------------------------------- integer layers
+def test_integer_conv_is_order_independent_and_close_to_float():
+    torch.manual_seed(0)
+    for layer in (torch.nn.Conv2d(24, 16, 5, 2, 2), torch.nn.ConvTranspose2d(24, 16, 5, 2, 2, 1)):
+        ex = exact.ExactConv(layer, exact.ACT_FRAC, exact.ACT_FRAC, exact.ACT_LIMIT)
+        x = torch.randn(1, 24, 13, 11) * 3
+        a = exact.to_fixed(x, exact.ACT_FRAC)
+        out = ex(a)
+        # permuting the input channels changes the summation order, never the result
+        perm = torch.randperm(24)
+        ex2 = exact.ExactConv(layer, exact.ACT_FRAC, exact.ACT_FRAC, exact.ACT_LIMIT)
+        ex2.w = ex2.w[:, perm] if not ex.transposed else ex2.w[perm]
+        assert torch.equal(ex2(a[:, perm]), out)
+        ref = layer(x).detach().double()
+        assert (out / 2 ** exact.ACT_FRAC - ref).abs().max() < 2e-3
+
+
+def test_bound_check_refuses_inexact_layers():
+    layer = torch.nn.Conv2d(4, 2, 3)
+    with pytest.raises(exact.ExactnessError, match="2\\^53"):
+        exact.ExactConv(layer, exact.ACT_FRAC, exact.ACT_FRAC, in_limit=2.0 ** 45)
+
+
+def test_inexact_module_is_refused():
+    with pytest.raises(exact.ExactnessError, match="Sigmoid"):
+        exact.ExactSequential(torch.nn.Sequential(torch.nn.Sigmoid()), 0, 1.0)
+
+
+# ------------------------------------------------------------------ the cross-thread matrix
+def _encode(codec, w, h, kind, n_threads, seed=1):
+    info = StreamInfo(width=w, height=h, pix_fmt="rgb24", views=2 if kind == "pair" else 1,
+                      unit_kind=kind)
+    n = 2 if kind == "pair" else 1
+    frames = [Frame.rgb(_picture(w, h, seed + i)) for i in range(n)]
+    with threads(n_threads):
+        coded = codec.encode(Unit(kind, 0, "s", frames, info))
+    return coded, info
+
+
+@pytest.mark.parametrize("w,h", SIZES)
+@pytest.mark.parametrize("kind", ["frame", "pair"])
+def test_decoder_threads_reproduce_the_encoder(codec, w, h, kind):
+    coded, info = _encode(codec, w, h, kind, 1)
+    for t in THREADS:
+        with threads(t):
+            out = decode_checked(codec, coded.records, info, kind, strict=True)
+        assert all(np.array_equal(a.planes[0], b.planes[0]) for a, b in zip(out, coded.recon))
+
+
+@pytest.mark.parametrize("w,h", SIZES)
+def test_encoder_threads_decode_to_their_crc(codec, w, h):
+    for t in THREADS[1:]:
+        coded, info = _encode(codec, w, h, "frame", t, seed=7)
+        with threads(1):
+            decode_checked(codec, coded.records, info, "frame", strict=True)
+
+
+# ---------------------------------------------- another CPU code path, in another process
+DECODE_SCRIPT = r"""
+import json, sys, torch
+from codecflow.codecs.base import StreamInfo, create_codec
+from codecflow.codecs.learned.intra import decode_rgb
+import zlib
+jobs = json.load(open(sys.argv[1]))
+torch.set_num_threads(3)
+codec = create_codec("learned-intra", q=40)
+out = []
+for job in jobs:
+    rgb = decode_rgb(codec.model, bytes.fromhex(job["payload"]))
+    out.append(zlib.crc32(rgb.tobytes()) & 0xFFFFFFFF)
+print(json.dumps({"crcs": out, "threads": torch.get_num_threads(),
+                  "isa": torch.backends.cpu.get_cpu_capability()}))
+"""
+
+
+def test_decode_in_a_process_with_other_cpu_kernels(codec, tmp_path):
+    """Scalar kernels (ATEN_CPU_CAPABILITY=default), MKL restricted to SSE4.2 and 3 threads:
+    a stand-in for another machine. Pictures must be bit-identical."""
+    jobs = []
+    for (w, h) in [(97, 61), (256, 160), (333, 211)]:
+        coded, _ = _encode(codec, w, h, "frame", 2, seed=11)
+        jobs.append({"payload": coded.records[0].payload.hex(),
+                     "crc": coded.records[0].recon_crc})
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps(jobs))
+    script = tmp_path / "decode.py"
+    script.write_text(DECODE_SCRIPT)
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="default", MKL_ENABLE_INSTRUCTIONS="SSE4_2",
+               PYTHONWARNINGS="ignore")
+    r = subprocess.run([sys.executable, str(script), str(path)], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res["isa"] == "DEFAULT" and res["threads"] == 3
+    assert res["crcs"] == [j["crc"] for j in jobs]
