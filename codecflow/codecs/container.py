@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterator
 
 import msgpack
 
-from codecflow.codecs.base import FLAG_UNIT_END, Record
+from codecflow.codecs.base import FLAG_UNIT_END, Record, StreamInfo
 from codecflow.errors import ContainerError
 
 MAGIC = b"\x89CFL\r\n\x1a\n"
@@ -36,6 +36,24 @@ MAX_RECORD = 1 << 30
 
 HEADER_KEYS = ("codec", "codec_version", "weights", "width", "height", "views", "pix_fmt",
                "matrix", "range", "fps", "unit_kind", "gop", "q")
+
+
+STREAM_KEYS = ("width", "height", "views", "pix_fmt", "matrix", "range", "fps", "unit_kind",
+               "gop")
+
+
+def stream_header(info: StreamInfo, codec_fields: dict, stream: str) -> dict:
+    """The file header of a stream: the codec's fields (`Codec.header()`), the stream's
+    StreamInfo fields and its name. The only place a header is built."""
+    header = dict(codec_fields)
+    header.update({k: getattr(info, k) for k in STREAM_KEYS})
+    header["stream"] = stream
+    return header
+
+
+def header_stream_info(header: dict) -> StreamInfo:
+    """The StreamInfo a file header describes. The only place a header is read back."""
+    return StreamInfo(**{k: header[k] for k in STREAM_KEYS})
 
 
 def encode_header(header: dict) -> bytes:

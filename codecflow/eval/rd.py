@@ -37,7 +37,8 @@ import numpy as np
 from codecflow.codecs import metrics
 from codecflow.codecs.base import (Frame, StreamInfo, Unit, codec_unit_kinds,
                                    create_codec)
-from codecflow.codecs.container import CflReader, CflWriter
+from codecflow.codecs.container import (CflReader, CflWriter, header_stream_info,
+                                         stream_header)
 from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecflowError, SourceError
 from codecflow.stages.sources import yuv as yuv_source
@@ -160,10 +161,7 @@ def code_file(codec_name: str, q: int, frames: list, info: StreamInfo, path: str
     """Encode frames into a .cfl at path, read it back, decode and measure. -> one result row."""
     params = dict(params or {})
     enc = create_codec(codec_name, q=q, device=device, **params)
-    header = dict(enc.header())
-    header.update({k: info.to_dict()[k] for k in ("width", "height", "views", "pix_fmt",
-                                                   "matrix", "range", "fps", "unit_kind",
-                                                   "gop")})
+    header = stream_header(info, enc.header(), Path(path).stem)
     units = make_units(frames, info, Path(path).stem)
     enc_s = 0.0
     writer = CflWriter(path, header)
@@ -183,9 +181,7 @@ def code_file(codec_name: str, q: int, frames: list, info: StreamInfo, path: str
     rows, dec_s, n_dec = [], 0.0, 0
     with CflReader(path) as reader:
         h = reader.header
-        dinfo = StreamInfo(h["width"], h["height"], pix_fmt=h["pix_fmt"], views=h["views"],
-                           fps=h["fps"], unit_kind=h["unit_kind"], gop=h["gop"],
-                           matrix=h["matrix"], range=h["range"])
+        dinfo = header_stream_info(h)
         dec = create_codec(h["codec"], q=h["q"], device=device, **params)
         for _unit, records in reader.units():
             t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import logging
 import os
 
 from codecflow.codecs.base import StreamInfo, create_codec
-from codecflow.codecs.container import CflReader
+from codecflow.codecs.container import CflReader, header_stream_info
 from codecflow.codecs.decoding import decode_checked
 from codecflow.codecs.metrics import frame_psnr, mean_metrics
 from codecflow.errors import CodecError, CodecflowError
@@ -19,12 +19,6 @@ from codecflow.stages.sinks.recon import ReconWriter
 log = logging.getLogger("codecflow.decode")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
-
-
-def header_info(h: dict) -> StreamInfo:
-    return StreamInfo(width=h["width"], height=h["height"], pix_fmt=h["pix_fmt"],
-                      views=h["views"], fps=h["fps"], unit_kind=h["unit_kind"], gop=h["gop"],
-                      matrix=h["matrix"], range=h["range"])
 
 
 def codec_for_header(h: dict, path: str, device: str = "cpu"):
@@ -83,7 +77,7 @@ def decode_file(path: str, output: str | None, reference: str | None = None,
     """Decode one .cfl. Returns a result map (frames, units, bytes, psnr..., status)."""
     with CflReader(path) as reader:
         h = reader.header
-        info = header_info(h)
+        info = header_stream_info(h)
         stream = h.get("stream") or os.path.splitext(os.path.basename(path))[0]
         codec = codec_for_header(h, path, device)
         writer = None

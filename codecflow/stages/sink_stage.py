@@ -16,7 +16,7 @@ import time
 import zmq
 
 from codecflow.codecs.base import StreamInfo
-from codecflow.codecs.container import CflWriter
+from codecflow.codecs.container import CflWriter, stream_header
 from codecflow.pipeline import protocol, transport
 from codecflow.pipeline.stage import EXIT_OK, StopFlag
 from codecflow.stages.sinks.recon import ReconWriter
@@ -120,13 +120,8 @@ class Sink:
         st = self.streams[name]
         info = StreamInfo(**h["info"])
         if self.cfg.output.bitstream:
-            header = dict(h["codec"])
-            header.update({k: getattr(info, k) for k in ("width", "height", "views", "pix_fmt",
-                                                         "matrix", "range", "fps", "unit_kind",
-                                                         "gop")})
-            header["stream"] = name
             path = os.path.join(self.out_dir, f"{name}.cfl")
-            self.writers[name] = CflWriter(path, header)
+            self.writers[name] = CflWriter(path, stream_header(info, h["codec"], name))
             st.file = path
         if self.cfg.output.recon and h.get("recon"):
             self.recons[name] = ReconWriter(self.out_dir, name, info, self.cfg.output.recon_format,
