@@ -64,7 +64,9 @@ class Timer:
 def bench_device(device: str, frames: int, q: int, weights) -> list:
     import torch
 
-    from codecflow.codecs.base import Frame, StreamInfo, create_codec
+    from codecflow.data import Frame, StreamInfo
+
+    from codecflow.codecs.base import create_codec
 
     codec = create_codec("learned-intra", q=q, device=device, weights=weights)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -34,7 +34,9 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from codecflow.codecs.base import Frame, StreamInfo, Unit, create_codec  # noqa: E402
+from codecflow.data import Frame, StreamInfo, Unit  # noqa: E402
+
+from codecflow.codecs.base import create_codec  # noqa: E402
 from codecflow.pipeline import protocol  # noqa: E402
 
 W, H = 1920, 1080

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from codecflow.codecs.base import Frame, chroma_size
+from codecflow.data import Frame, chroma_size
 from codecflow.errors import ConfigError
 
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}

@@ -20,7 +20,7 @@ from typing import BinaryIO, Iterator
 
 import msgpack
 
-from codecflow.codecs.base import FLAG_UNIT_END, Record, StreamInfo
+from codecflow.data import FLAG_UNIT_END, Record, StreamInfo
 from codecflow.errors import ContainerError
 
 MAGIC = b"\x89CFL\r\n\x1a\n"

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 
-from codecflow.codecs.base import Codec, StreamInfo, frames_crc32
+from codecflow.data import StreamInfo, frames_crc32
+
+from codecflow.codecs.base import Codec
 from codecflow.errors import ReconstructionMismatch
 
 log = logging.getLogger("codecflow.decode")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.codecs.base import Frame
+from codecflow.data import Frame
 
 PSNR_CAP = 100.0  # identical planes: report 100 dB instead of infinity
 

@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 from codecflow.codecs import metrics
-from codecflow.codecs.base import (Frame, StreamInfo, Unit, codec_unit_kinds,
-                                   create_codec)
+from codecflow.data import Frame, StreamInfo, Unit
+from codecflow.codecs.base import codec_unit_kinds, create_codec
 from codecflow.codecs.container import (CflReader, CflWriter, header_stream_info,
                                          stream_header)
 from codecflow.codecs.decoding import decode_checked

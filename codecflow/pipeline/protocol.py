@@ -10,7 +10,7 @@ from __future__ import annotations
 import msgpack
 import numpy as np
 
-from codecflow.codecs.base import CodedUnit, Frame, Record, StreamInfo, Unit
+from codecflow.data import CodedUnit, Frame, Record, StreamInfo, Unit
 
 VERSION = 1
 KINDS = ("unit", "coded", "stream", "eos", "stats", "ready", "heartbeat", "ack", "error", "stop")

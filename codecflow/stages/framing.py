@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Iterator
 
-from codecflow.codecs.base import StreamInfo
+from codecflow.data import StreamInfo
 
 
 def stream_info_for(info: StreamInfo, unit_kind: str, gop: int) -> StreamInfo:

@@ -15,7 +15,7 @@ import time
 
 import zmq
 
-from codecflow.codecs.base import StreamInfo
+from codecflow.data import StreamInfo
 from codecflow.codecs.container import CflWriter, stream_header
 from codecflow.pipeline import protocol, transport
 from codecflow.pipeline.stage import EXIT_OK, StopFlag

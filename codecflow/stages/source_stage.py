@@ -17,7 +17,7 @@ import time
 
 import zmq
 
-from codecflow.codecs.base import Unit
+from codecflow.data import Unit
 from codecflow.errors import CodecflowError
 from codecflow.pipeline import protocol, transport
 from codecflow.pipeline.stage import EXIT_FAILED, EXIT_OK, StopFlag

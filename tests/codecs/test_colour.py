@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from codecflow.codecs import colour, metrics
-from codecflow.codecs.base import Frame
+from codecflow.data import Frame
 from codecflow.errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from codecflow.codecs import container
-from codecflow.codecs.base import FLAG_INTRA, FLAG_UNIT_END, Record
+from codecflow.data import FLAG_INTRA, FLAG_UNIT_END, Record
 from codecflow.codecs.container import (FORMAT_VERSION, MAGIC, CflReader, CflWriter,
                                         encode_header)
 from codecflow.errors import ContainerError

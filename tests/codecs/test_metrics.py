@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from codecflow.codecs import colour, metrics
-from codecflow.codecs.base import Frame
+from codecflow.data import Frame
 
 
 def test_identical_is_capped():

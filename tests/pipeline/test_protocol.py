@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import zmq
 
-from codecflow.codecs.base import CodedUnit, Frame, Record, StreamInfo, Unit
+from codecflow.data import CodedUnit, Frame, Record, StreamInfo, Unit
 from codecflow.pipeline import protocol
 
 

@@ -38,7 +38,9 @@ def test_resume_and_export(tmp_path):
 
     import numpy as np
 
-    from codecflow.codecs.base import Frame, StreamInfo, create_codec
+    from codecflow.data import Frame, StreamInfo
+
+    from codecflow.codecs.base import create_codec
 
     codec = create_codec("learned-intra", q=20, weights=str(out))
     assert codec.weights_id == entry["sha256"][:12]

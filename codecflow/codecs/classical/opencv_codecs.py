@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.codecs.base import Frame, PictureCodec, StreamInfo
+from codecflow.data import Frame, StreamInfo
+from codecflow.codecs.base import PictureCodec
 from codecflow.codecs.classical.quality import picture_quality
 from codecflow.errors import CodecError
 

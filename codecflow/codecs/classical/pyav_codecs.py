@@ -47,8 +47,8 @@ import av.error
 import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.codecs.base import (FLAG_INTRA, Codec, CodedUnit, Frame, PictureCodec, Record,
-                                   StreamInfo, Unit, chroma_size)
+from codecflow.data import FLAG_INTRA, CodedUnit, Frame, Record, StreamInfo, Unit, chroma_size
+from codecflow.codecs.base import Codec, PictureCodec
 from codecflow.codecs.classical.quality import crf_str
 from codecflow.errors import CodecError
 

@@ -27,7 +27,8 @@ import zlib
 import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.codecs.base import Frame, PictureCodec, StreamInfo
+from codecflow.data import Frame, StreamInfo
+from codecflow.codecs.base import PictureCodec
 from codecflow.errors import CodecError, SymbolMismatch
 
 MAGIC = 0x4C

@@ -7,7 +7,7 @@ import os
 import cv2
 
 from codecflow.codecs import colour
-from codecflow.codecs.base import StreamInfo
+from codecflow.data import StreamInfo
 from codecflow.stages.sources.yuv import write_i420
 
 

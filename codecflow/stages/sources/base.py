@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from codecflow.codecs.base import StreamInfo
+from codecflow.data import StreamInfo
 from codecflow.errors import ConfigError
 
 

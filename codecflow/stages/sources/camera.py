@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.codecs.base import Frame, StreamInfo
+from codecflow.data import Frame, StreamInfo
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from codecflow.codecs.base import StreamInfo
+from codecflow.data import StreamInfo
 from codecflow.errors import ConfigError, SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream

@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.codecs.base import Frame, StreamInfo, chroma_size
+from codecflow.data import Frame, StreamInfo, chroma_size
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codecflow.codecs.base import Frame, StreamInfo, chroma_size
+from codecflow.data import Frame, StreamInfo, chroma_size
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream

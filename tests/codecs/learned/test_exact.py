@@ -13,7 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from codecflow.codecs.base import Frame, StreamInfo, Unit, create_codec  # noqa: E402
+from codecflow.data import Frame, StreamInfo, Unit  # noqa: E402
+
+from codecflow.codecs.base import create_codec  # noqa: E402
 from codecflow.codecs.decoding import decode_checked  # noqa: E402
 from codecflow.codecs.learned import exact  # noqa: E402
 from codecflow.codecs.learned.weights import default_path  # noqa: E402
@@ -108,7 +110,8 @@ def test_encoder_threads_decode_to_their_crc(codec, w, h):
 # ---------------------------------------------- another CPU code path, in another process
 DECODE_SCRIPT = r"""
 import json, sys, torch
-from codecflow.codecs.base import StreamInfo, create_codec
+from codecflow.data import StreamInfo
+from codecflow.codecs.base import create_codec
 from codecflow.codecs.learned.intra import decode_rgb
 import zlib
 jobs = json.load(open(sys.argv[1]))

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from codecflow.codecs.base import Frame
+from codecflow.data import Frame
 from codecflow.errors import ConfigError, SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import source_class

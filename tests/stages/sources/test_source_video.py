@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from codecflow.codecs.base import Frame, chroma_size
+from codecflow.data import Frame, chroma_size
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import source_class
