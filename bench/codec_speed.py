@@ -66,7 +66,7 @@ def bench_device(device: str, frames: int, q: int, weights) -> list:
 
     from codecflow.data import Frame, StreamInfo
 
-    from codecflow.codecs.base import create_codec
+    from codecflow.codecs.registry import create_codec
 
     codec = create_codec("learned-intra", q=q, device=device, weights=weights)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

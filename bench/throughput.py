@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from codecflow.data import Frame, StreamInfo, Unit  # noqa: E402
 
-from codecflow.codecs.base import create_codec  # noqa: E402
+from codecflow.codecs.registry import create_codec  # noqa: E402
 from codecflow.pipeline import protocol  # noqa: E402
 
 W, H = 1920, 1080

@@ -34,7 +34,7 @@ ANCHOR_Q = {"jpeg": (2, 4, 8, 16, 24, 32, 40, 48, 56), "webp": (0, 2, 4, 8, 16, 
 
 def anchor_curve(name: str, images: list) -> tuple[list, list]:
     from codecflow.data import Frame, StreamInfo
-    from codecflow.codecs.base import create_codec
+    from codecflow.codecs.registry import create_codec
     from codecflow.codecs.metrics import psnr
 
     rates, psnrs = [], []

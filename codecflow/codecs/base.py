@@ -2,14 +2,13 @@
 
 A codec turns a `Unit` (codecflow/data.py) into a `CodedUnit`: one `Record` per frame (per pair
 for stereo) plus the reconstruction the decoder will produce, and turns records back into
-frames. Stages never know which codec they run: they call `create_codec(name, ...)`.
+frames. Stages never know which codec they run: they call `registry.create_codec(name, ...)` and read
+the codec's `registry.CodecSpec`.
 """
 
 from __future__ import annotations
 
-import importlib
 import struct
-from typing import Callable
 
 import numpy as np
 
@@ -20,8 +19,8 @@ from codecflow.errors import CodecError
 class Codec:
     """Interface shared by classical and learned codecs.
 
-    Subclasses set ``name``, ``version``, ``unit_kinds`` (the unit kinds they accept, the first
-    is the default) and implement `encode` and `decode`. ``q`` is 0..63 for every codec:
+    Subclasses are declared with `registry.register(CodecSpec(...))` (which sets ``spec``,
+    ``name`` and ``unit_kinds``), set ``version`` and implement `encode` and `decode`. ``q`` is 0..63 for every codec:
     higher q = higher quality, more bytes.
     """
 
@@ -60,74 +59,6 @@ class Codec:
 def check_q(q) -> None:
     if isinstance(q, bool) or not isinstance(q, (int, np.integer)) or not 0 <= int(q) <= 63:
         raise CodecError(f"codec.q must be an integer in 0..63, got {q!r}")
-
-
-# ----------------------------------------------------------------------------------- registry
-# name -> "module:Class". Modules are imported lazily so that importing the registry never
-# pulls in torch (only encode/decode stages may import torch).
-_REGISTRY: dict[str, str] = {
-    "x264": "codecflow.codecs.classical.pyav_codecs:X264",
-    "x265": "codecflow.codecs.classical.pyav_codecs:X265",
-    "x265-intra": "codecflow.codecs.classical.pyav_codecs:X265Intra",
-    "jpeg": "codecflow.codecs.classical.opencv_codecs:Jpeg",
-    "webp": "codecflow.codecs.classical.opencv_codecs:Webp",
-    "learned-intra": "codecflow.codecs.learned.intra:LearnedIntra",
-}
-# Unit kinds each codec accepts, known without importing it (config validation uses this).
-_UNIT_KINDS: dict[str, tuple] = {
-    "x264": ("gop",),
-    "x265": ("gop",),
-    "x265-intra": ("frame", "pair", "gop"),
-    "jpeg": ("frame", "pair", "gop"),
-    "webp": ("frame", "pair", "gop"),
-    "learned-intra": ("frame", "pair", "gop"),
-}
-ZOO_PREFIX = "compressai:"
-# CompressAI's image zoo (compressai.zoo.image.cfgs), listed here so that config validation
-# can check a name without importing torch; tests/codecs/learned check the list is current.
-ZOO_MODELS = ("bmshj2018-factorized", "bmshj2018-factorized-relu", "bmshj2018-hyperprior",
-              "cheng2020-anchor", "cheng2020-attn", "mbt2018", "mbt2018-mean")
-
-
-def register(name: str, target: str, unit_kinds: tuple) -> None:
-    _REGISTRY[name] = target
-    _UNIT_KINDS[name] = tuple(unit_kinds)
-
-
-def codec_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def is_known(name: str) -> bool:
-    return name in _REGISTRY or name.startswith(ZOO_PREFIX)
-
-
-def codec_unit_kinds(name: str) -> tuple:
-    if name.startswith(ZOO_PREFIX):
-        return ("frame", "pair", "gop")
-    if name not in _UNIT_KINDS:
-        raise CodecError(f"unknown codec {name!r}; known codecs: {', '.join(codec_names())} "
-                         f"(or {ZOO_PREFIX}<zoo model name>)")
-    return _UNIT_KINDS[name]
-
-
-def codec_class(name: str) -> Callable:
-    if name.startswith(ZOO_PREFIX):
-        target = "codecflow.codecs.learned.zoo:ZooCodec"
-    elif name in _REGISTRY:
-        target = _REGISTRY[name]
-    else:
-        codec_unit_kinds(name)  # raises the clear error
-        raise AssertionError
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def create_codec(name: str, q: int = 32, device: str = "cpu", **params) -> Codec:
-    cls = codec_class(name)
-    if name.startswith(ZOO_PREFIX):
-        return cls(name[len(ZOO_PREFIX):], q=q, device=device, **params)
-    return cls(q=q, device=device, **params)
 
 
 # ------------------------------------------------------------------- per-picture (intra) codecs

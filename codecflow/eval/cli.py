@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from codecflow.codecs.base import codec_unit_kinds
+from codecflow.codecs import registry
 from codecflow.errors import CodecflowError, ConfigError
 from codecflow.eval import bdrate, plot, rd
 
@@ -205,7 +205,7 @@ def run(args) -> int:
     if not codecs:
         raise ConfigError("--codec: no codec given")
     for c in codecs:
-        codec_unit_kinds(c)  # unknown codec -> CodecError naming the known ones
+        registry.spec(c)  # unknown codec -> CodecError naming the known ones
     qs = parse_qs(args.q)
     params = parse_params(args.param, codecs)
     metric = args.metric

@@ -36,7 +36,8 @@ import numpy as np
 
 from codecflow.codecs import metrics
 from codecflow.data import Frame, StreamInfo, Unit
-from codecflow.codecs.base import codec_unit_kinds, create_codec
+from codecflow.codecs import registry
+from codecflow.codecs.registry import create_codec
 from codecflow.codecs.container import (CflReader, CflWriter, header_stream_info,
                                          stream_header)
 from codecflow.codecs.decoding import decode_checked
@@ -148,7 +149,7 @@ def make_units(frames: list, info: StreamInfo, stream: str) -> list[Unit]:
 
 
 def unit_kind_for(codec_name: str, sequence: bool) -> str:
-    kinds = codec_unit_kinds(codec_name)
+    kinds = registry.spec(codec_name).unit_kinds
     if not sequence:
         return "frame" if "frame" in kinds else "gop"
     if "gop" in kinds and kinds[0] == "gop":
@@ -219,7 +220,7 @@ def sweep(codec_name: str, qs, inputs, out_dir, device: str = "cpu", params: dic
     qs = [int(q) for q in qs]
     if not qs:
         raise CodecflowError("sweep: no q values given")
-    codec_unit_kinds(codec_name)  # unknown codec -> clear error before any work
+    registry.spec(codec_name)  # unknown codec -> clear error before any work
     if gop < 1:
         raise CodecflowError(f"sweep: gop must be >= 1, got {gop}")
     sources = find_sources(inputs, frames)

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from codecflow.codecs import base as codec_base
-from codecflow.errors import ConfigError
+from codecflow.codecs import registry
+from codecflow.errors import CodecError, ConfigError
 from codecflow.pipeline import schema
 from codecflow.pipeline.schema import choice, number
 
@@ -96,7 +96,8 @@ class PipelineConfig:
 
     @property
     def unit_kind(self) -> str:
-        return unit_kind_for(self.codec.name, self.views)
+        return unit_kind_for(self.codec.name, self.views,
+                             f"source.type {self.source_type!r}")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
@@ -104,16 +105,13 @@ class PipelineConfig:
                 for k, v in d.items()}
 
 
-def unit_kind_for(codec_name: str, views: int) -> str:
-    kinds = codec_base.codec_unit_kinds(codec_name)
-    if views == 2:
-        if "pair" not in kinds:
-            pair_codecs = [n for n in codec_base.codec_names()
-                           if "pair" in codec_base.codec_unit_kinds(n)]
-            raise ConfigError(f"codec.name: {codec_name!r} codes GOPs of one view and cannot code "
-                              f"a stereo source; use one of {', '.join(pair_codecs)}")
-        return "pair"
-    return "frame" if "frame" in kinds else kinds[0]
+def unit_kind_for(codec_name: str, views: int, source: str = "the source") -> str:
+    """The unit kind the codec gets from a source of ``views`` views (ConfigError naming both
+    when the codec cannot code that source)."""
+    try:
+        return registry.check_views(codec_name, views, source).default_unit_kind(views)
+    except CodecError as e:
+        raise ConfigError(f"codec.name: {e}") from None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -169,15 +167,10 @@ def validate_source(source: dict):
 
 def from_dict(data: dict, where: str = "") -> PipelineConfig:
     cfg = schema.parse(PipelineConfig, data, where)
-    if not codec_base.is_known(cfg.codec.name):
-        raise ConfigError(f"codec.name: unknown codec {cfg.codec.name!r}; known codecs: "
-                          f"{', '.join(codec_base.codec_names())} "
-                          f"(or {codec_base.ZOO_PREFIX}<zoo model name>)")
-    name = cfg.codec.name
-    if name.startswith(codec_base.ZOO_PREFIX) and \
-            name[len(codec_base.ZOO_PREFIX):] not in codec_base.ZOO_MODELS:
-        raise ConfigError(f"codec.name: unknown CompressAI zoo model {name!r}; available: "
-                          f"{', '.join(codec_base.ZOO_PREFIX + m for m in codec_base.ZOO_MODELS)}")
+    try:
+        registry.spec(cfg.codec.name)
+    except CodecError as e:
+        raise ConfigError(f"codec.name: {e}") from None
     cfg.unit_kind  # raises if the codec cannot code this source's units
     cfg.source_config = validate_source(cfg.source)
     return cfg

@@ -10,7 +10,7 @@ import os
 
 from codecflow.data import StreamInfo
 
-from codecflow.codecs.base import create_codec
+from codecflow.codecs.registry import create_codec
 from codecflow.codecs.container import CflReader, header_stream_info
 from codecflow.codecs.decoding import decode_checked
 from codecflow.codecs.metrics import frame_psnr, mean_metrics

@@ -13,7 +13,7 @@ import time
 
 import zmq
 
-from codecflow.codecs.base import create_codec
+from codecflow.codecs import registry
 from codecflow.codecs.metrics import frame_psnr
 from codecflow.errors import CodecflowError
 from codecflow.pipeline import protocol, transport
@@ -40,20 +40,17 @@ def worker_threads(cfg) -> int:
 
 
 def make_codec(cfg):
-    name = cfg.codec.name
+    """The worker's codec, set up as its spec says (device, threads)."""
+    spec = registry.spec(cfg.codec.name)
     params = dict(cfg.codec.params)
-    device = "cpu"
-    if name.startswith("learned") or name.startswith("compressai:"):
-        device = resolve_device(cfg.codec.device)
-        try:
-            import torch  # noqa: PLC0415
+    device = resolve_device(cfg.codec.device) if spec.uses_device else "cpu"
+    if spec.threads == "torch":
+        import torch  # noqa: PLC0415 - only encode/decode stages import torch
 
-            torch.set_num_threads(worker_threads(cfg))
-        except ImportError:
-            pass
-    elif name in ("x264", "x265", "x265-intra"):
+        torch.set_num_threads(worker_threads(cfg))
+    elif spec.threads == "param":
         params.setdefault("threads", worker_threads(cfg))
-    return create_codec(name, q=cfg.codec.q, device=device, **params)
+    return registry.create_codec(cfg.codec.name, q=cfg.codec.q, device=device, **params)
 
 
 def unit_metrics(unit, coded) -> list:

@@ -82,8 +82,32 @@ def test_unknown_source_type():
 
 def test_gop_codec_rejects_stereo():
     d = {"source": {"type": "synthetic_stereo"}, "codec": {"name": "x264"}}
-    with pytest.raises(ConfigError, match="cannot code a stereo source"):
+    with pytest.raises(ConfigError, match="'x264' codes one view.*'synthetic_stereo' gives "
+                                          "stereo pairs.*learned-intra"):
         from_dict(d)
+
+
+def test_pair_only_codec_rejects_mono_source():
+    """A codec whose spec says it codes pairs only: a mono source is a config error naming
+    both (the spec is registered for this test only)."""
+    from codecflow.codecs import registry
+    from codecflow.codecs.base import PictureCodec
+
+    registry.spec("jpeg")  # load the real registry first
+    try:
+        @registry.register(registry.CodecSpec("pairs-only-test", unit_kinds=("pair",),
+                                              views=(2,)))
+        class PairsOnly(PictureCodec):
+            pass
+
+        assert from_dict({"source": {"type": "synthetic_stereo"},
+                          "codec": {"name": "pairs-only-test"}}).unit_kind == "pair"
+        with pytest.raises(ConfigError, match="'pairs-only-test' codes stereo pairs .* only, "
+                                              "but source.type 'synthetic_video' gives one "
+                                              "view"):
+            from_dict({**base(), "codec": {"name": "pairs-only-test"}})
+    finally:
+        registry._SPECS.pop("pairs-only-test", None)
 
 
 def test_unit_kinds():
@@ -113,5 +137,5 @@ def test_missing_file():
 def test_unknown_zoo_model_lists_available():
     d = base()
     d["codec"] = {"name": "compressai:nonexistent"}
-    with pytest.raises(ConfigError, match="unknown CompressAI zoo model.*compressai:mbt2018-mean"):
+    with pytest.raises(ConfigError, match="unknown codec .*compressai:<model> takes one of.*mbt2018-mean"):
         from_dict(d)

@@ -40,7 +40,7 @@ def test_resume_and_export(tmp_path):
 
     from codecflow.data import Frame, StreamInfo
 
-    from codecflow.codecs.base import create_codec
+    from codecflow.codecs.registry import create_codec
 
     codec = create_codec("learned-intra", q=20, weights=str(out))
     assert codec.weights_id == entry["sha256"][:12]

@@ -23,6 +23,7 @@ from codecflow.codecs import colour
 from codecflow.data import Frame, StreamInfo
 from codecflow.codecs.base import PictureCodec
 from codecflow.codecs.classical.quality import picture_quality
+from codecflow.codecs.registry import CodecSpec, register
 from codecflow.errors import CodecError
 
 
@@ -80,8 +81,8 @@ class _OpenCvPicture(PictureCodec):
         return colour.like(rgb, info.pix_fmt, info.matrix, info.range)
 
 
+@register(CodecSpec("jpeg", unit_kinds=("frame", "pair", "gop")))
 class Jpeg(_OpenCvPicture):
-    name = "jpeg"
     version = "1"
     ext = ".jpg"
     label = "JPEG"
@@ -93,8 +94,8 @@ class Jpeg(_OpenCvPicture):
                 cv2.IMWRITE_JPEG_PROGRESSIVE, int(bool(self.opts["progressive"]))]
 
 
+@register(CodecSpec("webp", unit_kinds=("frame", "pair", "gop")))
 class Webp(_OpenCvPicture):
-    name = "webp"
     version = "1"
     ext = ".webp"
     label = "WebP"

@@ -50,6 +50,7 @@ from codecflow.codecs import colour
 from codecflow.data import FLAG_INTRA, CodedUnit, Frame, Record, StreamInfo, Unit, chroma_size
 from codecflow.codecs.base import Codec, PictureCodec
 from codecflow.codecs.classical.quality import crf_str
+from codecflow.codecs.registry import CodecSpec, register
 from codecflow.errors import CodecError
 
 _JPEG_RANGE_ALIASES = {"yuvj420p": "yuv420p", "yuvj444p": "yuv444p"}
@@ -286,7 +287,6 @@ class _X265Params:
 
 # ------------------------------------------------------------------------------ GOP codecs
 class _GopCodec(_AvCore, Codec):
-    unit_kinds = ("gop",)
     input_fmt = "yuv420p"
 
     def __init__(self, q: int = 32, device: str = "cpu", **params):
@@ -331,29 +331,28 @@ class _GopCodec(_AvCore, Codec):
                                                      {"yuv420p": (w2, h2)}), info)
 
 
+@register(CodecSpec("x264", unit_kinds=("gop",), views=(1,), threads="param"))
 class X264(_X264Params, _GopCodec):
     """H.264 (libx264) closed GOPs, IPPP."""
 
-    name = "x264"
     version = "1"
     default_preset = "veryfast"
 
 
+@register(CodecSpec("x265", unit_kinds=("gop",), views=(1,), threads="param"))
 class X265(_X265Params, _GopCodec):
     """HEVC (libx265) closed GOPs, low-delay P (IPPP)."""
 
-    name = "x265"
     version = "1"
     default_preset = "veryfast"
 
 
 # ----------------------------------------------------------------------------- intra (BPG)
+@register(CodecSpec("x265-intra", unit_kinds=("frame", "pair", "gop"), threads="param"))
 class X265Intra(_X265Params, _AvCore, PictureCodec):
     """HEVC intra pictures (libx265, keyint=1): the BPG-class still-image anchor."""
 
-    name = "x265-intra"
     version = "1"
-    unit_kinds = ("frame", "pair", "gop")
     input_fmt = "any"
     default_preset = "medium"
     _allowed = ("preset", "threads", "tune", "extra", "chroma")

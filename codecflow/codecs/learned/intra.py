@@ -29,6 +29,7 @@ import numpy as np
 from codecflow.codecs import colour
 from codecflow.data import Frame, StreamInfo
 from codecflow.codecs.base import PictureCodec
+from codecflow.codecs.registry import CodecSpec, register
 from codecflow.errors import CodecError, SymbolMismatch
 
 MAGIC = 0x4C
@@ -145,13 +146,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
+@register(CodecSpec("learned-intra", unit_kinds=("frame", "pair", "gop"), needs_torch=True,
+                    uses_device=True, threads="torch"))
 class LearnedIntra(PictureCodec):
     """Compact hyperprior + checkerboard learned intra codec (our weights, see docs)."""
 
-    name = "learned-intra"
     version = "2"
     verifies_symbols = True
-    unit_kinds = ("frame", "pair", "gop")
     input_fmt = "rgb24"
 
     def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None, **params):

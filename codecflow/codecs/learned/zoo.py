@@ -25,6 +25,7 @@ from codecflow.codecs import colour
 from codecflow.data import Frame, StreamInfo
 from codecflow.codecs.base import PictureCodec
 from codecflow.codecs.learned.intra import resolve_device
+from codecflow.codecs.registry import CodecSpec, register
 from codecflow.errors import CodecError
 
 MAGIC = 0x5A
@@ -104,11 +105,18 @@ def unpack(payload: bytes):
     return q, quality, h, w, (sh, sw), strings
 
 
+# CompressAI's image zoo (compressai.zoo.image.cfgs), listed here so that config validation
+# can check a name without importing torch; tests/codecs/learned check the list is current.
+ZOO_MODELS = ("bmshj2018-factorized", "bmshj2018-factorized-relu", "bmshj2018-hyperprior",
+              "cheng2020-anchor", "cheng2020-attn", "mbt2018", "mbt2018-mean")
+
+
+@register(CodecSpec("compressai:", unit_kinds=("frame", "pair", "gop"), needs_torch=True,
+                    uses_device=True, threads="torch", variants=ZOO_MODELS))
 class ZooCodec(PictureCodec):
     """A CompressAI zoo model (pretrained, MSE-optimised) as a per-picture codec."""
 
     version = "1"
-    unit_kinds = ("frame", "pair", "gop")
     input_fmt = "rgb24"
 
     def __init__(self, model_name: str, q: int = 32, device: str = "cpu", **params):

@@ -6,7 +6,7 @@ import pytest
 from tests.conftest import synth_rgb
 from codecflow.codecs import colour, metrics
 from codecflow.data import FLAG_INTRA, Frame, Record, StreamInfo, Unit
-from codecflow.codecs.base import create_codec
+from codecflow.codecs.registry import create_codec
 from codecflow.codecs.classical import pyav_codecs
 from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecError

@@ -5,7 +5,8 @@ import pytest
 from tests.conftest import synth_rgb
 from codecflow.codecs import colour, metrics
 from codecflow.data import FLAG_INTRA, Frame, StreamInfo, Unit
-from codecflow.codecs.base import create_codec, unpack_views
+from codecflow.codecs.base import unpack_views
+from codecflow.codecs.registry import create_codec
 from codecflow.codecs.classical.quality import crf, picture_quality
 from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecError

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from codecflow.data import Frame, StreamInfo, Unit  # noqa: E402
 
-from codecflow.codecs.base import create_codec  # noqa: E402
+from codecflow.codecs.registry import create_codec  # noqa: E402
 from codecflow.codecs.decoding import decode_checked  # noqa: E402
 from codecflow.codecs.learned import exact  # noqa: E402
 from codecflow.codecs.learned.weights import default_path  # noqa: E402
@@ -111,7 +111,7 @@ def test_encoder_threads_decode_to_their_crc(codec, w, h):
 DECODE_SCRIPT = r"""
 import json, sys, torch
 from codecflow.data import StreamInfo
-from codecflow.codecs.base import create_codec
+from codecflow.codecs.registry import create_codec
 from codecflow.codecs.learned.intra import decode_rgb
 import zlib
 jobs = json.load(open(sys.argv[1]))

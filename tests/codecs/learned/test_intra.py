@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from codecflow.codecs import colour  # noqa: E402
 from codecflow.data import Frame, StreamInfo, Unit  # noqa: E402
-from codecflow.codecs.base import create_codec  # noqa: E402
+from codecflow.codecs.registry import create_codec  # noqa: E402
 from codecflow.codecs.decoding import decode_checked  # noqa: E402
 from codecflow.codecs.metrics import psnr  # noqa: E402
 from codecflow.errors import CodecError, ReconstructionMismatch  # noqa: E402

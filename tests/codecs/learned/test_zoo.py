@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from codecflow.data import Frame, StreamInfo, Unit  # noqa: E402
 
-from codecflow.codecs.base import create_codec  # noqa: E402
+from codecflow.codecs.registry import create_codec  # noqa: E402
 from codecflow.codecs.decoding import decode_checked  # noqa: E402
 from codecflow.errors import CodecError  # noqa: E402
 
@@ -71,6 +71,6 @@ def test_roundtrip_with_untrained_zoo_model(monkeypatch):
 def test_static_zoo_list_matches_compressai():
     from compressai.zoo.image import cfgs
 
-    from codecflow.codecs.base import ZOO_MODELS
+    from codecflow.codecs.learned.zoo import ZOO_MODELS
 
     assert sorted(ZOO_MODELS) == sorted(cfgs)
