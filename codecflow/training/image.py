@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dist-port", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--N", type=int, default=64, help="transform channels (new runs only)")
     p.add_argument("--M", type=int, default=128, help="latent channels (new runs only)")
+    p.add_argument("--lambdas", type=_float_list, default=None,
+                   help="rate anchors, comma-separated, increasing (new runs only; default "
+                        "0.0018,0.0048,0.013,0.0348,0.0932): q 0..63 spans them")
     p.add_argument("--init-from", default=None,
                    help="start a new run from shipped weights (e.g. weights/learned_intra.pt)")
     p.add_argument("--val-dir", default=str(root / "images" / "kodak"),
@@ -89,7 +92,9 @@ def _config(args) -> dict:
             "crop": crop, "batch": int(args.batch), "lr": float(args.lr),
             "warmup": int(args.warmup), "decay_at": list(args.decay_at),
             "decay_factor": float(args.decay_factor), "clip": float(args.clip),
-            "threads": int(args.threads), "arch": {"N": args.N, "M": args.M},
+            "threads": int(args.threads), "arch": {"N": args.N, "M": args.M,
+                                                   **({"lambdas": list(args.lambdas)}
+                                                      if args.lambdas else {})},
             "init_from": args.init_from, "val_dir": str(args.val_dir),
             "val_every": int(args.val_every), "ckpt_every": float(args.ckpt_every),
             "log_every": int(args.log_every), "seed": int(args.seed),

@@ -86,11 +86,16 @@ class ExactConv:
         self.stride, self.padding = layer.stride, layer.padding
         self.output_padding = getattr(layer, "output_padding", 0)
         self.out_limit = float(out_limit)
-        l1 = self.w.abs().sum(dim=[d for d in range(w.dim()) if d != out_dim])
-        worst = float((l1 * in_limit + self.b.abs().flatten()).max())
-        if worst >= EXACT:
+        # the largest |input| for which every partial sum stays below 2^53 (one IEEE divide)
+        l1 = float(self.w.abs().sum(dim=[d for d in range(w.dim()) if d != out_dim]).max())
+        safe = float(torch.floor(torch.tensor((EXACT - 1 - float(self.b.abs().max()))
+                                              / max(l1, 1.0), dtype=torch.float64)))
+        if safe < 2.0 ** (f_in + 8):
             raise ExactnessError(f"{what}: weights too large for exact integer decoding "
-                                 f"(worst-case sum 2^{torch.tensor(worst).log2():.1f} >= 2^53)")
+                                 f"(inputs would have to stay below {safe / 2 ** f_in:g}, "
+                                 f"sums below 2^53)")
+        # inputs beyond it are clamped (a trained net never gets near: see ACT_LIMIT)
+        self.clamp_in = safe if safe < in_limit else None
 
     def to(self, device) -> "ExactConv":
         for k in ("w", "b", "rescale"):
@@ -98,6 +103,8 @@ class ExactConv:
         return self
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        if self.clamp_in is not None:
+            a = a.clamp(-self.clamp_in, self.clamp_in)
         with cudnn_off(a.device):
             if self.transposed:
                 acc = F.conv_transpose2d(a, self.w, None, self.stride, self.padding,

@@ -67,10 +67,17 @@ def test_integer_conv_is_order_independent_and_close_to_float():
         assert (out / 2 ** exact.ACT_FRAC - ref).abs().max() < 2e-3
 
 
-def test_bound_check_refuses_inexact_layers():
+def test_inputs_are_clamped_where_sums_could_pass_2_53():
     layer = torch.nn.Conv2d(4, 2, 3)
+    ex = exact.ExactConv(layer, exact.ACT_FRAC, exact.ACT_FRAC, in_limit=2.0 ** 45)
+    l1 = float(ex.w.abs().sum(dim=[1, 2, 3]).max())
+    assert ex.clamp_in is not None and ex.clamp_in * l1 + ex.b.abs().max() < exact.EXACT
+    huge = torch.full((1, 4, 5, 5), 2.0 ** 44, dtype=torch.float64)
+    assert torch.equal(ex(huge), ex(huge.clamp(max=ex.clamp_in)))
+    # the usual limit needs no clamp for such a layer
+    assert exact.ExactConv(layer, 12, 12, exact.ACT_LIMIT).clamp_in is None
     with pytest.raises(exact.ExactnessError, match="2\\^53"):
-        exact.ExactConv(layer, exact.ACT_FRAC, exact.ACT_FRAC, in_limit=2.0 ** 45)
+        exact.ExactConv(layer, 40, 12, exact.ACT_LIMIT)  # 2^40 units per 1.0: no room
 
 
 def test_inexact_module_is_refused():
