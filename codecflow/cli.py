@@ -85,8 +85,9 @@ def cmd_decode(args) -> int:
         import torch  # noqa: PLC0415 - decode is a stage that may run learned codecs
 
         torch.set_num_threads(args.threads)
+    max_layer = 0 if args.base_only else args.max_layer
     results = decode_paths(args.input, args.output, args.reference, args.device, args.format,
-                           strict=args.strict)
+                           strict=args.strict, max_layer=max_layer)
     failed = False
     for r in results:
         line = (f"{r['file']}: {r['codec']} q={r['q']} {r['frames']} frames, {r['bytes']} bytes, "
@@ -137,6 +138,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="output pictures: auto = .yuv for YUV streams, PNG for image streams")
     d.add_argument("--device", default="cpu", help="learned codecs: cpu or cuda")
     d.add_argument("--json", help="also write the results to this JSON file")
+    d.add_argument("--max-layer", type=int, default=None, metavar="L",
+                   help="decode layers 0..L only (layered codecs); higher-layer records are "
+                        "skipped unread")
+    d.add_argument("--base-only", action="store_true", help="same as --max-layer 0")
     d.add_argument("--threads", type=int, default=0,
                    help="learned codecs: CPU threads (0 = library default); any count decodes "
                         "to the same pictures")

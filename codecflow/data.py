@@ -105,12 +105,17 @@ class Unit:
 
 @dataclass
 class Record:
-    """One coded record of a .cfl file (one frame, or one stereo pair holding both views)."""
+    """One coded record of a .cfl file: one picture (frame index, view) at one layer.
+
+    ``recon_crc`` is the CRC-32 of what this record decodes to (at its layer). Files of
+    container version 1 may hold one record with both views of a stereo pair."""
 
     frame_index: int
     flags: int
     payload: bytes
     recon_crc: int
+    view: int = 0  # 0 left (or mono), 1 right
+    layer: int = 0  # 0 base, 1.. enhancement
 
 
 @dataclass

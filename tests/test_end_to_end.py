@@ -86,7 +86,9 @@ def test_demo_stereo_pairs(tmp_path, codec):
     with CflReader(out / f"{name}.cfl") as r:
         units = list(r.units())
         assert r.header["views"] == 2
-    assert len(units) == 4 and all(len(recs) == 1 for _, recs in units)  # one record per pair
+    # one record per view, in view order, both with the pair's frame index
+    assert len(units) == 4 and all([(r.frame_index, r.view) for r in recs] == [(i, 0), (i, 1)]
+                                   for i, (_, recs) in enumerate(units))
     assert st["psnr_rgb"] > 22
 
 

@@ -12,7 +12,7 @@ import struct
 
 import numpy as np
 
-from codecflow.data import FLAG_INTRA, CodedUnit, Frame, Record, StreamInfo, Unit, frames_crc32
+from codecflow.data import FLAG_INTRA, FLAG_VIEW_RIGHT, CodedUnit, Frame, Record, StreamInfo, Unit
 from codecflow.errors import CodecError
 
 
@@ -46,8 +46,10 @@ class Codec:
     def encode(self, unit: Unit) -> CodedUnit:
         raise NotImplementedError
 
-    def decode(self, records: list, info: StreamInfo, kind: str) -> list:
-        """Records of one unit -> list[Frame] (len 1, 2 for a pair, or N for a gop)."""
+    def decode(self, records: list, info: StreamInfo, max_layer: int | None = None) -> dict:
+        """Records of one unit (in decoding order) -> {(frame index, view): Frame}, each picture
+        at the highest layer decoded (at most ``max_layer``). ``info.unit_kind`` is the unit's
+        kind."""
         raise NotImplementedError
 
     def header(self) -> dict:
@@ -63,6 +65,12 @@ def check_q(q) -> None:
 
 # ------------------------------------------------------------------- per-picture (intra) codecs
 _VIEW_LEN = struct.Struct("<I")
+
+
+def is_packed_pair(records: list, info: StreamInfo) -> bool:
+    """A stereo pair written by container version 1: one record holding both views
+    (`pack_views`). Version 2 writes one record per view."""
+    return info.unit_kind == "pair" and len(records) == 1 and records[0].view == 0
 
 
 def pack_views(parts: list) -> bytes:
@@ -101,26 +109,25 @@ class PictureCodec(Codec):
 
     def encode(self, unit: Unit) -> CodedUnit:
         records, recon = [], []
-        coded = [self.encode_picture_recon(f, unit.info) for f in unit.frames]
-        if unit.kind == "pair":
-            payload = pack_views([p for p, _ in coded])
-            views = [r for _, r in coded]
-            records.append(Record(unit.first_frame, FLAG_INTRA, payload, frames_crc32(views)))
-            recon.extend(views)
-        else:
-            for i, (payload, rec) in enumerate(coded):
-                records.append(Record(unit.first_frame + i, FLAG_INTRA, payload, rec.crc32()))
-                recon.append(rec)
+        for i, frame in enumerate(unit.frames):
+            payload, rec = self.encode_picture_recon(frame, unit.info)
+            view = i if unit.kind == "pair" else 0
+            fidx = unit.first_frame + (0 if unit.kind == "pair" else i)
+            flags = FLAG_INTRA | (FLAG_VIEW_RIGHT if view else 0)
+            records.append(Record(fidx, flags, payload, rec.crc32(), view))
+            recon.append(rec)
         return CodedUnit(unit.kind, unit.seq, unit.stream, records, recon, unit.info,
                          unit.first_frame, unit.index, dict(unit.meta))
 
-    def decode_pair(self, payload: bytes, info: StreamInfo) -> list:
-        return [self.decode_picture(p, info) for p in unpack_views(payload, 2)]
-
-    def decode(self, records: list, info: StreamInfo, kind: str) -> list:
-        if kind == "pair":
-            return self.decode_pair(records[0].payload, info)
-        return [self.decode_picture(r.payload, info) for r in records]
+    def decode(self, records: list, info: StreamInfo, max_layer: int | None = None) -> dict:
+        out, packed = {}, is_packed_pair(records, info)
+        for r in records:
+            if packed:
+                for view, part in enumerate(unpack_views(r.payload, 2)):
+                    out[(r.frame_index, view)] = self.decode_picture(part, info)
+            else:
+                out[(r.frame_index, r.view)] = self.decode_picture(r.payload, info)
+        return out
 
     def encode_picture(self, frame: Frame, info: StreamInfo) -> bytes:
         raise NotImplementedError

@@ -4,7 +4,8 @@ Layout (all integers little-endian; full spec in docs/bitstream.md):
 
     file   = MAGIC(8) version:u16 header_len:u32 header(msgpack map) header_crc:u32 record*
     record = body_len:u32 body crc32(body):u32
-    body   = type:u8 flags:u8 unit:u32 frame_index:u32 recon_crc:u32 payload
+    body   = type:u8 flags:u8 unit:u32 frame_index:u32 view:u8 layer:u8 recon_crc:u32 payload
+             (version 1: no view and layer bytes; view and layer come from the flags)
 
 A reader stops at the first truncated or corrupt record and reports how many whole units it
 read (a unit is whole once its record flagged UNIT_END has been read).
@@ -20,17 +21,19 @@ from typing import BinaryIO, Iterator
 
 import msgpack
 
-from codecflow.data import FLAG_UNIT_END, Record, StreamInfo
+from codecflow.data import FLAG_ENH_LAYER, FLAG_UNIT_END, FLAG_VIEW_RIGHT, Record, StreamInfo
 from codecflow.errors import ContainerError
 
 MAGIC = b"\x89CFL\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 REC_CODED = 1
 REC_END = 2
 
 _PREFIX = struct.Struct("<HI")  # version, header_len
 _LEN = struct.Struct("<I")
-_BODY = struct.Struct("<BBIII")  # type, flags, unit, frame_index, recon_crc
+_BODY = struct.Struct("<BBIIBBI")  # type, flags, unit, frame_index, view, layer, recon_crc
+_BODY_V1 = struct.Struct("<BBIII")  # type, flags, unit, frame_index, recon_crc
 _CRC = struct.Struct("<I")
 MAX_RECORD = 1 << 30
 
@@ -65,7 +68,10 @@ def encode_header(header: dict) -> bytes:
 
 
 def encode_record(rtype: int, unit: int, rec: Record) -> bytes:
-    body = _BODY.pack(rtype, rec.flags & 0xFF, unit, rec.frame_index, rec.recon_crc) + rec.payload
+    if not (0 <= rec.view <= 255 and 0 <= rec.layer <= 255):
+        raise ValueError(f"record view {rec.view} / layer {rec.layer} outside 0..255")
+    body = _BODY.pack(rtype, rec.flags & 0xFF, unit, rec.frame_index, rec.view, rec.layer,
+                      rec.recon_crc) + rec.payload
     return _LEN.pack(len(body)) + body + _CRC.pack(zlib.crc32(body))
 
 
@@ -89,7 +95,7 @@ class CflWriter:
         for i, rec in enumerate(records):
             flags = rec.flags | (FLAG_UNIT_END if i == len(records) - 1 else 0)
             blob = encode_record(REC_CODED, unit, Record(rec.frame_index, flags, rec.payload,
-                                                         rec.recon_crc))
+                                                         rec.recon_crc, rec.view, rec.layer))
             self._f.write(blob)
             n += len(blob)
         self._f.flush()
@@ -161,9 +167,11 @@ class CflReader:
         if len(pre) < _PREFIX.size:
             raise ContainerError(f"{self.path}: file header is truncated")
         version, hlen = _PREFIX.unpack(pre)
-        if version != FORMAT_VERSION:
+        if version not in READ_VERSIONS:
             raise ContainerError(f"{self.path}: .cfl format version {version} is not supported "
-                                 f"(this codecflow reads version {FORMAT_VERSION})")
+                                 f"(this codecflow reads versions "
+                                 f"{', '.join(map(str, READ_VERSIONS))})")
+        self.version = version
         blob = f.read(hlen)
         crc = f.read(_CRC.size)
         if len(blob) < hlen or len(crc) < _CRC.size:
@@ -183,7 +191,8 @@ class CflReader:
             self.status.error = f"truncated record length at byte {pos}"
             return None
         (blen,) = _LEN.unpack(raw)
-        if blen < _BODY.size or blen > MAX_RECORD:
+        fmt = _BODY if self.version >= 2 else _BODY_V1
+        if blen < fmt.size or blen > MAX_RECORD:
             self.status.error = f"corrupt record at byte {pos} (length {blen})"
             return None
         body = f.read(blen)
@@ -194,11 +203,16 @@ class CflReader:
         if zlib.crc32(body) != _CRC.unpack(crc)[0]:
             self.status.error = f"corrupt record at byte {pos} (CRC mismatch)"
             return None
-        rtype, flags, unit, fidx, rcrc = _BODY.unpack_from(body)
-        return rtype, unit, Record(fidx, flags, bytes(body[_BODY.size:]), rcrc)
+        if self.version >= 2:
+            rtype, flags, unit, fidx, view, layer, rcrc = _BODY.unpack_from(body)
+        else:
+            rtype, flags, unit, fidx, rcrc = _BODY_V1.unpack_from(body)
+            view, layer = int(bool(flags & FLAG_VIEW_RIGHT)), int(bool(flags & FLAG_ENH_LAYER))
+        return rtype, unit, Record(fidx, flags, bytes(body[fmt.size:]), rcrc, view, layer)
 
-    def units(self) -> Iterator[tuple[int, list[Record]]]:
-        """Yield (unit number, records) for each whole unit, in file order."""
+    def units(self, max_layer: int | None = None) -> Iterator[tuple[int, list[Record]]]:
+        """Yield (unit number, records) for each whole unit, in file order. With
+        ``max_layer``, records of higher layers are skipped (read past, never decoded)."""
         pending: list[Record] = []
         current = None
         while True:
@@ -220,6 +234,8 @@ class CflReader:
             pending.append(rec)
             if rec.flags & FLAG_UNIT_END:
                 self.status.units += 1
+                if max_layer is not None:
+                    pending = [r for r in pending if r.layer <= max_layer]
                 yield unit, pending
                 pending, current = [], None
         if pending and self.status.error is None:

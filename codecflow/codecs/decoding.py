@@ -12,11 +12,12 @@ Two failures stay distinct (docs/bitstream.md, "Decoding checks"):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from codecflow.data import StreamInfo, frames_crc32
 
-from codecflow.codecs.base import Codec
+from codecflow.codecs.base import Codec, is_packed_pair
 from codecflow.errors import ReconstructionMismatch
 
 log = logging.getLogger("codecflow.decode")
@@ -27,30 +28,56 @@ ROUNDING_NOTE = ("the decoded symbols match the encoder's, so this picture diffe
                  "learned synthesis itself is exact integer arithmetic)")
 
 
-def decode_checked(codec: Codec, records: list, info: StreamInfo, kind: str, where: str = "",
-                   strict: bool = False, mismatches: list | None = None):
-    """-> list[Frame]. Raises ReconstructionMismatch naming the frame when a CRC differs and the
-    mismatch cannot be explained by rounding alone (or ``strict``). Tolerated mismatches are
-    logged and appended to ``mismatches`` (frame indexes) when given."""
-    frames = codec.decode(records, info, kind)
-    if kind == "pair":
-        checks = [(records[0], frames_crc32(frames), "frame {} (stereo pair)")]
-    else:
-        checks = [(rec, fr.crc32(), "frame {}") for rec, fr in zip(records, frames)]
-    for rec, got, label in checks:
-        if got == rec.recon_crc:
-            continue
-        what = (f"{where}{label.format(rec.frame_index)}: reconstruction CRC {got:08x} != "
-                f"encoder's {rec.recon_crc:08x}")
-        if codec.verifies_symbols and not strict:
-            log.warning("%s; %s. The picture is kept (--strict makes this an error).", what,
-                        ROUNDING_NOTE)
-            if mismatches is not None:
-                mismatches.append(rec.frame_index)
-            continue
-        if codec.verifies_symbols:
-            raise ReconstructionMismatch(f"{what}; {ROUNDING_NOTE}; refused with --strict")
-        raise ReconstructionMismatch(
-            f"{what}; the decoder does not reproduce the encoder (different device/precision "
-            f"or corrupt payload)")
-    return frames
+def decode_unit(codec: Codec, records: list, info: StreamInfo, where: str = "",
+                strict: bool = False, mismatches: list | None = None,
+                max_layer: int | None = None) -> dict:
+    """Decode one unit's records -> {(frame index, view): Frame} at the highest layer decoded
+    (at most ``max_layer``), checking every record's reconstruction CRC against what its own
+    layer decodes to.
+
+    Raises ReconstructionMismatch naming the frame when a CRC differs and the mismatch cannot be
+    explained by rounding alone (or ``strict``). Tolerated mismatches are logged and appended to
+    ``mismatches`` (frame indexes) when given."""
+    if max_layer is not None:
+        records = [r for r in records if r.layer <= max_layer]
+    top = max((r.layer for r in records), default=0)
+    pictures = {}
+    for layer in sorted({r.layer for r in records}):
+        upto = [r for r in records if r.layer <= layer]
+        pictures = codec.decode(upto, info, layer if layer < top else max_layer)
+        for rec in (r for r in upto if r.layer == layer):
+            _check(codec, rec, info, records, pictures, where, strict, mismatches)
+    return pictures
+
+
+def _check(codec, rec, info, records, pictures, where, strict, mismatches) -> None:
+    keys = ([(rec.frame_index, 0), (rec.frame_index, 1)] if is_packed_pair(records, info)
+            else [(rec.frame_index, rec.view)])
+    got = frames_crc32([pictures[k] for k in keys])
+    if got == rec.recon_crc:
+        return
+    label = f"frame {rec.frame_index}" + (f" view {rec.view}" if info.views == 2 else "") + \
+        (f" layer {rec.layer}" if rec.layer else "")
+    what = f"{where}{label}: reconstruction CRC {got:08x} != encoder's {rec.recon_crc:08x}"
+    if codec.verifies_symbols and not strict:
+        log.warning("%s; %s. The picture is kept (--strict makes this an error).", what,
+                    ROUNDING_NOTE)
+        if mismatches is not None:
+            mismatches.append(rec.frame_index)
+        return
+    if codec.verifies_symbols:
+        raise ReconstructionMismatch(f"{what}; {ROUNDING_NOTE}; refused with --strict")
+    raise ReconstructionMismatch(
+        f"{what}; the decoder does not reproduce the encoder (different device/precision "
+        f"or corrupt payload)")
+
+
+def decode_checked(codec: Codec, records: list, info: StreamInfo, kind: str | None = None,
+                   where: str = "", strict: bool = False, mismatches: list | None = None,
+                   max_layer: int | None = None) -> list:
+    """`decode_unit` as a list of pictures in (frame index, view) order. ``kind`` overrides
+    ``info.unit_kind``."""
+    if kind is not None and kind != info.unit_kind:
+        info = dataclasses.replace(info, unit_kind=kind)
+    pics = decode_unit(codec, records, info, where, strict, mismatches, max_layer)
+    return [pics[k] for k in sorted(pics)]

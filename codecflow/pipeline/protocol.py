@@ -86,8 +86,8 @@ def unit_from_msg(header: dict, bufs: list) -> Unit:
 
 
 def coded_to_msg(coded: CodedUnit, extra: dict, with_recon: bool) -> list:
-    records = [{"frame_index": r.frame_index, "flags": r.flags, "recon_crc": r.recon_crc}
-               for r in coded.records]
+    records = [{"frame_index": r.frame_index, "flags": r.flags, "recon_crc": r.recon_crc,
+                "view": r.view, "layer": r.layer} for r in coded.records]
     bufs = [r.payload for r in coded.records]
     header = {"kind": "coded", "unit": coded.kind, "seq": coded.seq, "stream": coded.stream,
               "first_frame": coded.first_frame, "index": coded.index,
@@ -102,7 +102,8 @@ def coded_to_msg(coded: CodedUnit, extra: dict, with_recon: bool) -> list:
 
 def coded_from_msg(header: dict, bufs: list) -> CodedUnit:
     n = len(header["records"])
-    records = [Record(r["frame_index"], r["flags"], bytes(_buf(b)), r["recon_crc"])
+    records = [Record(r["frame_index"], r["flags"], bytes(_buf(b)), r["recon_crc"],
+                      r.get("view", 0), r.get("layer", 0))
                for r, b in zip(header["records"], bufs[:n])]
     recon = frames_from_wire(header["recon"], bufs[n:]) if header.get("recon") else []
     return CodedUnit(header["unit"], header["seq"], header["stream"], records, recon,

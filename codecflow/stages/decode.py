@@ -75,7 +75,8 @@ def _reference_frames(ref: str, stream: str, info: StreamInfo):
 
 
 def decode_file(path: str, output: str | None, reference: str | None = None,
-                device: str = "cpu", recon_format: str = "auto", strict: bool = False) -> dict:
+                device: str = "cpu", recon_format: str = "auto", strict: bool = False,
+                max_layer: int | None = None) -> dict:
     """Decode one .cfl. Returns a result map (frames, units, bytes, psnr..., status)."""
     with CflReader(path) as reader:
         h = reader.header
@@ -90,10 +91,10 @@ def decode_file(path: str, output: str | None, reference: str | None = None,
         refs = _reference_frames(reference, stream, info) if reference else None
         rows, frames, mismatches = [], 0, []
         try:
-            for unit_no, records in reader.units():
-                pics = decode_checked(codec, records, info, info.unit_kind,
-                                      where=f"{path}: unit {unit_no}: ", strict=strict,
-                                      mismatches=mismatches)
+            for unit_no, records in reader.units(max_layer):
+                pics = decode_checked(codec, records, info, where=f"{path}: unit {unit_no}: ",
+                                      strict=strict, mismatches=mismatches,
+                                      max_layer=max_layer)
                 first = records[0].frame_index
                 if writer:
                     writer.write(first, pics, info.views)
@@ -133,7 +134,7 @@ def _output_target(output: str):
 
 
 def decode_paths(inp: str, output: str | None, reference: str | None, device: str = "cpu",
-                 fmt: str = "auto", strict: bool = False) -> list:
+                 fmt: str = "auto", strict: bool = False, max_layer: int | None = None) -> list:
     if os.path.isdir(inp):
         files = sorted(glob.glob(os.path.join(glob.escape(inp), "*.cfl")))
         if not files:
@@ -142,4 +143,4 @@ def decode_paths(inp: str, output: str | None, reference: str | None, device: st
             raise CodecError(f"--output {output}: decoding a folder needs an output folder")
     else:
         files = [inp]
-    return [decode_file(f, output, reference, device, fmt, strict) for f in files]
+    return [decode_file(f, output, reference, device, fmt, strict, max_layer) for f in files]

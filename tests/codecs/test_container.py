@@ -163,4 +163,58 @@ def test_end_record_payload_is_msgpack(tmp_path):
     last = record_offsets(p)[-1]
     body = data[last + 4:-4]
     assert body[0] == container.REC_END
-    assert msgpack.unpackb(body[14:]) == {"units": 3, "frames": 6}
+    assert msgpack.unpackb(body[container._BODY.size:]) == {"units": 3, "frames": 6}
+
+
+def _v1_file(path, units):
+    """A container version 1 file, written byte by byte as that version specified."""
+    import zlib
+
+    blob = msgpack.packb(HEADER, use_bin_type=True)
+    out = bytearray(MAGIC + struct.pack("<HI", 1, len(blob)) + blob
+                    + struct.pack("<I", zlib.crc32(blob)))
+    for u, recs in enumerate(units):
+        for i, r in enumerate(recs):
+            flags = r.flags | (FLAG_UNIT_END if i == len(recs) - 1 else 0)
+            body = struct.pack("<BBIII", container.REC_CODED, flags, u, r.frame_index,
+                               r.recon_crc) + r.payload
+            out += struct.pack("<I", len(body)) + body + struct.pack("<I", zlib.crc32(body))
+    path.write_bytes(bytes(out))
+
+
+def test_version_1_files_still_read(tmp_path):
+    from codecflow.data import FLAG_VIEW_RIGHT
+
+    p = tmp_path / "v1.cfl"
+    units = [[Record(0, FLAG_INTRA, b"left", 1), Record(0, FLAG_VIEW_RIGHT, b"right", 2)]]
+    _v1_file(p, units)
+    with CflReader(p) as r:
+        got = list(r.units())
+        assert r.version == 1
+    (_, recs), = got
+    assert [(x.payload, x.view, x.layer, x.recon_crc) for x in recs] == \
+        [(b"left", 0, 0, 1), (b"right", 1, 0, 2)]
+
+
+def test_records_carry_view_and_layer_and_reader_skips_layers(tmp_path):
+    from codecflow.data import FLAG_BASE_LAYER, FLAG_ENH_LAYER
+
+    p = tmp_path / "layers.cfl"
+    w = CflWriter(p, HEADER)
+    recs = [Record(0, FLAG_INTRA | FLAG_BASE_LAYER, b"base-L", 1, view=0, layer=0),
+            Record(0, FLAG_ENH_LAYER, b"enh-L", 2, view=0, layer=1),
+            Record(0, FLAG_BASE_LAYER, b"base-R", 3, view=1, layer=0),
+            Record(0, FLAG_ENH_LAYER, b"enh-R", 4, view=1, layer=1)]
+    w.write_unit(0, recs)
+    w.close()
+    with CflReader(p) as r:
+        assert r.version == FORMAT_VERSION == 2
+        (_, got), = list(r.units())
+    assert [(x.view, x.layer, x.payload) for x in got] == [(x.view, x.layer, x.payload)
+                                                            for x in recs]
+    with CflReader(p) as r:
+        (_, base), = list(r.units(max_layer=0))
+        assert r.status.complete
+    assert [x.payload for x in base] == [b"base-L", b"base-R"]
+    with pytest.raises(ValueError, match="view 300"):
+        container.encode_record(container.REC_CODED, 0, Record(0, 0, b"", 0, view=300))

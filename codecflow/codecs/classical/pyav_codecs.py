@@ -323,12 +323,13 @@ class _GopCodec(_AvCore, Codec):
             frames = [Frame.rgb(colour.i420_to_rgb(f, info.matrix, info.range)) for f in frames]
         return frames
 
-    def decode(self, records: list, info: StreamInfo, kind: str) -> list:
-        if kind == "pair":
+    def decode(self, records: list, info: StreamInfo, max_layer: int | None = None) -> dict:
+        if info.unit_kind == "pair":
             raise CodecError(f"codec {self.name} does not code stereo pairs (unit kind gop only)")
         w2, h2 = self._coded_size(info)
-        return self._to_frames(self._decode_payloads([r.payload for r in records],
-                                                     {"yuv420p": (w2, h2)}), info)
+        frames = self._to_frames(self._decode_payloads([r.payload for r in records],
+                                                       {"yuv420p": (w2, h2)}), info)
+        return {(r.frame_index, 0): f for r, f in zip(records, frames)}
 
 
 @register(CodecSpec("x264", unit_kinds=("gop",), views=(1,), threads="param"))

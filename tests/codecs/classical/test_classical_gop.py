@@ -142,4 +142,4 @@ def test_errors(name):
     with pytest.raises(CodecError):
         decode_checked(codec, recs, info, "gop")
     with pytest.raises(CodecError, match="pair"):
-        codec.decode(coded.records[:1], info, "pair")
+        decode_checked(codec, coded.records[:1], info, "pair")

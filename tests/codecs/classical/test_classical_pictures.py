@@ -4,8 +4,8 @@ import pytest
 
 from tests.conftest import synth_rgb
 from codecflow.codecs import colour, metrics
-from codecflow.data import FLAG_INTRA, Frame, StreamInfo, Unit
-from codecflow.codecs.base import unpack_views
+from codecflow.data import FLAG_INTRA, FLAG_VIEW_RIGHT, Frame, Record, StreamInfo, Unit, frames_crc32
+from codecflow.codecs.base import pack_views, unpack_views
 from codecflow.codecs.registry import create_codec
 from codecflow.codecs.classical.quality import crf, picture_quality
 from codecflow.codecs.decoding import decode_checked
@@ -70,9 +70,16 @@ def test_pair_and_gop_units(name):
     left, right = (make_frame("rgb24", w, h, info, seed=s, shift=s * 3) for s in (1, 2))
     codec = create_codec(name, q=36)
     coded = codec.encode(Unit("pair", 0, "s", [left, right], info))
-    assert len(coded.records) == 1 and len(coded.recon) == 2
-    assert len(unpack_views(coded.records[0].payload, 2)) == 2
+    # one record per view, same frame index, the right view flagged
+    assert [(r.frame_index, r.view, bool(r.flags & FLAG_VIEW_RIGHT)) for r in coded.records] \
+        == [(0, 0, False), (0, 1, True)] and len(coded.recon) == 2
     views = decode_checked(create_codec(name, q=36), coded.records, info, "pair")
+    assert [v.crc32() for v in views] == [v.crc32() for v in coded.recon]
+    # container version 1 held both views in one record (pack_views): still decodes
+    packed = Record(0, FLAG_INTRA, pack_views([r.payload for r in coded.records]),
+                    frames_crc32(coded.recon))
+    assert len(unpack_views(packed.payload, 2)) == 2
+    views = decode_checked(create_codec(name, q=36), [packed], info, "pair")
     assert [v.crc32() for v in views] == [v.crc32() for v in coded.recon]
 
     ginfo = stream("yuv420p", w, h, "gop")
