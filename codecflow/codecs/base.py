@@ -100,9 +100,10 @@ class PictureCodec(Codec):
 
     Subclasses implement `encode_picture(frame, info) -> bytes` and
     `decode_picture(payload, info) -> Frame` (returning the stream's pix_fmt). This class maps
-    them onto units: frame -> 1 record; pair -> 1 record with both views (`pack_views`);
-    gop -> 1 intra record per frame. The reconstruction is always produced by decoding the
-    payload bytes (the real decode path), and each record carries its CRC.
+    them onto units: frame -> 1 record; pair -> 1 record per view; gop -> 1 intra record per
+    frame. The reconstruction is produced by decoding the payload bytes (the real decode path)
+    unless the codec's decoding is exact (`encode_picture_recon`); each record carries its
+    CRC.
     """
 
     unit_kinds = ("frame", "pair", "gop")

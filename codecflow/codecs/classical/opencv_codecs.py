@@ -3,7 +3,7 @@
 Both work in RGB: ``rgb24`` frames are coded directly, ``yuv420p`` frames are converted to RGB
 with the stream's matrix and range (`colour.to_rgb`) and the decoded RGB is converted back
 (`colour.like`), so the conversion loss is part of the measured distortion. The payload of a
-record is the plain ``.jpg`` / ``.webp`` file; a stereo pair holds both views (`pack_views`).
+record is the plain ``.jpg`` / ``.webp`` file, one per picture (a stereo pair: one per view).
 
 q (0..63) -> quality 1..100, see `codecflow.codecs.classical.quality.picture_quality`.
 
