@@ -203,6 +203,33 @@ class ExactSequential:
         return a
 
 
+class ScaleIndex:
+    """CompressAI's scale -> CDF index rule (index = number of table entries below the scale;
+    "scale <= t_k" counts down), evaluated exactly on integer scales with ``frac`` fractional
+    bits: "s_int * 2^-frac <= t_k" is "s_int <= floor(t_k * 2^frac)"."""
+
+    def __init__(self, scale_table: torch.Tensor, frac: int = ACT_FRAC):
+        table = scale_table.to(torch.float64)
+        self.thresholds = torch.floor(table[:-1] * 2.0 ** frac)
+        self.levels = int(table.numel())
+
+    def to(self, device) -> "ScaleIndex":
+        self.thresholds = self.thresholds.to(device)
+        return self
+
+    def __call__(self, scales: torch.Tensor) -> torch.Tensor:
+        idx = torch.full_like(scales, self.levels - 1, dtype=torch.int32)
+        for t in self.thresholds:
+            idx -= (scales <= t).to(torch.int32)
+        return idx.contiguous()
+
+
+def hard_sigmoid(a: torch.Tensor, frac: int = ACT_FRAC) -> torch.Tensor:
+    """clamp(x / 4 + 1/2, 0, 1) on integers with ``frac`` fractional bits (exact): the
+    mask non-linearity of the conditional coder (a sigmoid is not exactly computable)."""
+    return torch.floor(a * 0.25 + 2.0 ** (frac - 1) + 0.5).clamp_(0, 2.0 ** frac)
+
+
 def to_fixed(x: torch.Tensor, frac: int, limit: float = ACT_LIMIT) -> torch.Tensor:
     """Float tensor -> float64 integers in units of 2^-frac (exact for float32 inputs)."""
     return round_half_up(x.to(torch.float64) * 2.0 ** frac).clamp_(-limit, limit)

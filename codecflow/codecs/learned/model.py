@@ -30,7 +30,7 @@ from compressai.models.base import CompressionModel, get_scale_table
 from torch import nn
 
 from codecflow.codecs.learned.exact import (
-    ACT_FRAC, ACT_LIMIT, ExactConv, ExactSequential, round_half_up, to_fixed)
+    ACT_FRAC, ACT_LIMIT, ExactConv, ExactSequential, ScaleIndex, round_half_up, to_fixed)
 from codecflow.codecs.learned.layers import (
     MEAN_STEP, anchor_mask, cb_gather, cb_scatter, conv, deconv, grid_means, ste_round)
 
@@ -40,8 +40,6 @@ Y_LIMIT = 2.0 ** 24  # |latent| <= 2^20
 IG_FRAC = 16  # inverse gains: units of 2^-16
 DEFAULT_LAMBDAS = (0.0018, 0.0048, 0.0130, 0.0348, 0.0932)
 Q_MAX = 63
-TABLE_KEYS = ("eb_cdf", "eb_offset", "eb_cdf_length", "gc_cdf", "gc_offset", "gc_cdf_length",
-              "scale_table", "inv_gain")
 
 
 class IntraModel(CompressionModel):
@@ -211,22 +209,12 @@ class IntraModel(CompressionModel):
         self._exact = None
 
     def coding_tables(self) -> dict:
-        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        return {"eb_cdf": eb._quantized_cdf, "eb_offset": eb._offset,
-                "eb_cdf_length": eb._cdf_length, "gc_cdf": gc._quantized_cdf,
-                "gc_offset": gc._offset, "gc_cdf_length": gc._cdf_length,
-                "scale_table": gc.scale_table, "inv_gain": self.inv_gain_table}
+        return {**entropy_tables(self.entropy_bottleneck, self.gaussian_conditional),
+                "inv_gain": self.inv_gain_table}
 
     def load_tables(self, tables: dict) -> None:
-        eb, gc = self.entropy_bottleneck, self.gaussian_conditional
-        dev = self.log_gain.device
-        get = {k: tables[k].to(dev) for k in TABLE_KEYS}
-        eb._quantized_cdf, eb._offset, eb._cdf_length = (
-            get["eb_cdf"].int(), get["eb_offset"].int(), get["eb_cdf_length"].int())
-        gc._quantized_cdf, gc._offset, gc._cdf_length = (
-            get["gc_cdf"].int(), get["gc_offset"].int(), get["gc_cdf_length"].int())
-        gc.scale_table = get["scale_table"].float()
-        self.inv_gain_table = get["inv_gain"].int()
+        load_entropy_tables(self.entropy_bottleneck, self.gaussian_conditional, tables)
+        self.inv_gain_table = tables["inv_gain"].to(self.log_gain.device).int()
         if self.inv_gain_table.shape != (Q_MAX + 1, self.M):
             raise ValueError(f"inverse gain table has shape {tuple(self.inv_gain_table.shape)},"
                              f" expected {(Q_MAX + 1, self.M)}")
@@ -258,11 +246,7 @@ class ExactIntra:
         self.ctx = ExactConv(model.ctx, Y_FRAC, ACT_FRAC, Y_LIMIT, what="ctx").to(dev)
         self.ep = ExactSequential(model.ep, ACT_FRAC, ACT_LIMIT, what="ep").to(dev)
         self.g_s = ExactSequential(model.g_s, ACT_FRAC, ACT_LIMIT, what="g_s").to(dev)
-        table = model.gaussian_conditional.scale_table.to(dev, torch.float64)
-        # CompressAI's rule: index = #entries below the scale (scale <= t_k counts down);
-        # with s = s_int * 2^-F, "s <= t_k" is exactly "s_int <= floor(t_k * 2^F)"
-        self.thresholds = torch.floor(table[:-1] * 2.0 ** ACT_FRAC)
-        self.levels = int(table.numel())
+        self.scale_index = ScaleIndex(model.gaussian_conditional.scale_table).to(dev)
         self.inv_gain = model.inv_gain_table.to(dev, torch.float64)
 
     def hyper(self, z_hat: torch.Tensor) -> torch.Tensor:
@@ -272,32 +256,54 @@ class ExactIntra:
         """-> (CDF indexes int32, means in 1/16 units) for every latent position."""
         ctx = torch.zeros_like(hyper) if y16 is None else self.ctx(y16)
         scales, means = self.ep(torch.cat([hyper, ctx], dim=1)).chunk(2, 1)
-        idx = torch.full_like(scales, self.levels - 1, dtype=torch.int32)
-        for t in self.thresholds:
-            idx -= (scales <= t).to(torch.int32)
-        mu16 = round_half_up(means * 2.0 ** (Y_FRAC - ACT_FRAC))
-        return idx.contiguous(), mu16.contiguous()
+        return self.scale_index(scales), snap_means(means)
 
     @staticmethod
     def latent16(symbols: torch.Tensor, mu16: torch.Tensor) -> torch.Tensor:
         return (symbols * 2.0 ** Y_FRAC + mu16).clamp_(-Y_LIMIT, Y_LIMIT)
 
-    def synthesize(self, y16: torch.Tensor, q: int) -> torch.Tensor:
-        """Quantised latent -> 1 x 3 x H x W uint8 picture (padded size)."""
+    def synthesize(self, y_int: torch.Tensor, q: int, frac: int = Y_FRAC) -> torch.Tensor:
+        """Quantised latent (integers in units of 2^-frac: 1/16 for intra) -> 1 x 3 x H x W
+        uint8 picture (padded size)."""
         ig = self.inv_gain[int(q)].view(1, -1, 1, 1)
-        a = round_half_up(y16 * ig * 2.0 ** (ACT_FRAC - Y_FRAC - IG_FRAC))
+        a = round_half_up(y_int * ig * 2.0 ** (ACT_FRAC - frac - IG_FRAC))
         x = self.g_s(a.clamp_(-ACT_LIMIT, ACT_LIMIT))
         return round_half_up(x * (255.0 * 2.0 ** -ACT_FRAC)).clamp_(0, 255).to(torch.uint8)
 
 
-def symbols_crc(z_hat: torch.Tensor, y16: torch.Tensor) -> int:
-    """CRC-32 of the quantised latents (z in units of 2^-12, y in 1/16), int32 little endian."""
+def entropy_tables(eb: EntropyBottleneck, gc: GaussianConditional) -> dict:
+    """The integer tables CompressAI's rANS coder reads (built by `update()`), by name."""
+    return {"eb_cdf": eb._quantized_cdf, "eb_offset": eb._offset,
+            "eb_cdf_length": eb._cdf_length, "gc_cdf": gc._quantized_cdf,
+            "gc_offset": gc._offset, "gc_cdf_length": gc._cdf_length,
+            "scale_table": gc.scale_table}
+
+
+def load_entropy_tables(eb: EntropyBottleneck, gc: GaussianConditional, tables: dict) -> None:
+    """Install tables saved by `entropy_tables` (KeyError when one is missing)."""
+    dev = eb.quantiles.device
+    get = {k: tables[k].to(dev) for k in entropy_tables(eb, gc)}
+    eb._quantized_cdf, eb._offset, eb._cdf_length = (
+        get["eb_cdf"].int(), get["eb_offset"].int(), get["eb_cdf_length"].int())
+    gc._quantized_cdf, gc._offset, gc._cdf_length = (
+        get["gc_cdf"].int(), get["gc_offset"].int(), get["gc_cdf_length"].int())
+    gc.scale_table = get["scale_table"].float()
+
+
+def snap_means(means: torch.Tensor) -> torch.Tensor:
+    """Integer means (units 2^-ACT_FRAC) -> the 1/16 grid, in 1/16 units (exact)."""
+    return round_half_up(means * 2.0 ** (Y_FRAC - ACT_FRAC)).contiguous()
+
+
+def symbols_crc(z_hat: torch.Tensor, *latents: torch.Tensor) -> int:
+    """CRC-32 of the quantised latents (z in units of 2^-12, then the given integer latents),
+    each as int32 little endian in C order."""
     import zlib
 
     import numpy as np
 
     crc = 0
-    for t in (to_fixed(z_hat, ACT_FRAC), y16):
+    for t in (to_fixed(z_hat, ACT_FRAC), *latents):
         a = np.ascontiguousarray(t.cpu().numpy().astype("<i4"))
         crc = zlib.crc32(a.data, crc)
     return crc & 0xFFFFFFFF
