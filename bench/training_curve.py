@@ -63,7 +63,7 @@ def main(argv=None) -> int:
         print(f"error: no validation log at {val}", file=sys.stderr)
         return 2
     from codecflow.training.datasets import _read_rgb
-    from codecflow.training.loop import VAL_KODAK
+    from codecflow.training.intra_task import VAL_KODAK
 
     images = [_read_rgb(Path(args.kodak) / n) for n in VAL_KODAK]
     if any(im is None for im in images):

@@ -1,4 +1,4 @@
-"""Resumable training loop for the learned intra image model.
+"""The resumable training loop every learned codec shares; what it trains is a `Task`.
 
 A run lives in one folder (``--run-dir``):
 
@@ -7,8 +7,8 @@ A run lives in one folder (``--run-dir``):
   the end, and on SIGTERM / SIGINT. Relaunching with the same run dir resumes from it.
 * ``log.jsonl``: one JSON line every ``log_every`` steps (step, loss, bpp, mse, psnr, lr,
   steps/s, elapsed hours).
-* ``val.jsonl``: periodic validation with real compress / decompress on a few Kodak images
-  (bpp from the payload bytes, PSNR-RGB), at a few q values.
+* ``val.jsonl``: periodic validation, as the task defines it (learned-intra: real coding of a
+  few Kodak images at a few q values).
 
 The learning-rate schedule is a pure function of the step and the *current* command line
 (warm-up, then a factor ``decay_factor`` at each step in ``decay_at``), so a relaunch can change
@@ -22,23 +22,17 @@ import math
 import os
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from codecflow.codecs.learned.model import build_model
-from codecflow.training.losses import rd_loss
+from codecflow.training.task import Task
 
-VAL_QS = (0, 21, 42, 63)
-VAL_KODAK = ("kodim01.png", "kodim04.png", "kodim07.png", "kodim14.png", "kodim19.png",
-             "kodim23.png")
-# keys of the config that a relaunch may override from its command line
+# keys of the config that a relaunch may override from its command line (plus the task's)
 OVERRIDABLE = ("steps", "lr", "warmup", "decay_at", "decay_factor", "clip", "val_every",
-               "ckpt_every", "log_every", "threads", "batch", "crop", "val_dir", "val_images",
-               "gain_lr_mult", "device", "amp", "data_on_device", "time_limit",
+               "ckpt_every", "log_every", "threads", "batch", "device", "amp", "time_limit",
                "decay_time")
 
 
@@ -58,23 +52,6 @@ def lr_at(step: int, cfg: dict, time_frac: float | None = None) -> float:
     return lr
 
 
-def shipped_progress(weights_path) -> tuple[int, float, list, list]:
-    """(steps, seconds, commands, data sets) recorded in the manifest for a shipped weights
-    file, so a session that starts from the committed weights (its run folder gone) continues
-    the count.
-    (0, 0.0, [], []) when the file is not the one the manifest describes."""
-    from codecflow.codecs.learned import weights as W
-
-    path = Path(weights_path)
-    for entry in W.read_manifest(path.parent).values():
-        if entry.get("file") == path.name and entry.get("sha256") == W.sha256_file(path):
-            t = entry.get("training") or {}
-            cmds = t.get("command") or []
-            return (int(t.get("steps", 0)), float(t.get("hours", 0.0)) * 3600.0,
-                    list(cmds) if isinstance(cmds, list) else [cmds], list(t.get("data") or []))
-    return 0, 0.0, [], []
-
-
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -92,67 +69,6 @@ def _set_rng_state(st: dict, np_rng: np.random.Generator) -> None:
     random.setstate(st["python"])
 
 
-def make_optimizers(model, cfg: dict):
-    gains = [model.log_gain, model.log_inv_gain]
-    gain_ids = {id(p) for p in gains}
-    net = [p for n, p in model.named_parameters()
-           if not n.endswith(".quantiles") and id(p) not in gain_ids]
-    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    opt = torch.optim.Adam([{"params": net, "lr_mult": 1.0},
-                            {"params": gains, "lr_mult": cfg.get("gain_lr_mult", 5.0)}],
-                           lr=cfg["lr"])
-    aux_opt = torch.optim.Adam(aux, lr=1e-3)
-    return opt, aux_opt
-
-
-def load_val_images(cfg: dict) -> list:
-    d = cfg.get("val_dir")
-    if not d or not Path(d).is_dir():
-        return []
-    from codecflow.training.datasets import _read_rgb
-
-    out = []
-    for name in cfg.get("val_images") or VAL_KODAK:
-        img = _read_rgb(Path(d) / name)
-        if img is not None:
-            out.append(img)
-    return out
-
-
-def validate(model, images: list, qs=VAL_QS) -> list:
-    """Real compress / decompress -> [{"q", "bpp", "psnr_rgb", "enc_s", "dec_s"}] (means)."""
-    from codecflow.codecs.learned.intra import decode_rgb, encode_rgb
-    from codecflow.codecs.metrics import psnr
-
-    was_training = model.training
-    model.eval()
-    model.build_tables()
-    rows = []
-    for q in qs:
-        bpp, ps, te, td = [], [], 0.0, 0.0
-        for img in images:
-            t0 = time.perf_counter()
-            payload, _ = encode_rgb(model, img, q)
-            t1 = time.perf_counter()
-            rec = decode_rgb(model, payload)
-            td += time.perf_counter() - t1
-            te += t1 - t0
-            bpp.append(len(payload) * 8.0 / (img.shape[0] * img.shape[1]))
-            ps.append(psnr(img, rec))
-        n = max(1, len(images))
-        rows.append({"q": q, "bpp": float(np.mean(bpp)), "psnr_rgb": float(np.mean(ps)),
-                     "enc_s": te / n, "dec_s": td / n})
-    model.train(was_training)
-    return rows
-
-
-def _cpu_copy(model):
-    """Validation codes on the CPU (as the shipped codec does by default), from a copy."""
-    import copy
-
-    return copy.deepcopy(model).to("cpu").to(memory_format=torch.contiguous_format)
-
-
 class _Stop:
     def __init__(self):
         self.flag = False
@@ -163,11 +79,19 @@ class _Stop:
 
 def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
           stop_after: int | None = None, group=None) -> dict:
-    """Train until ``cfg["steps"]`` (None: forever) or a signal. Returns the final state summary.
+    """Train learned-intra on ``images`` (uint8 RGB pictures loaded by the caller)."""
+    from codecflow.training.intra_task import IntraTask
 
-    ``images``: uint8 RGB training pictures (loaded by the caller). ``stop_after``: stop after
-    this many steps of *this* call (tests). ``group``: a `parallel.Group` when several
-    processes train together (each takes ``batch / world`` crops; only rank 0 writes files).
+    return run(IntraTask(images or [], data_sets), cfg, stop_after, group)
+
+
+def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dict:
+    """Train ``task`` until ``cfg["steps"]`` (None: forever) or a signal. Returns the final
+    state summary.
+
+    ``stop_after``: stop after this many steps of *this* call (tests). ``group``: a
+    `parallel.Group` when several processes train together (each takes ``batch / world``
+    samples; only rank 0 writes files).
     """
     from codecflow.training.parallel import SYNC_EVERY, Group
 
@@ -186,26 +110,21 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
     if ckpt_path.is_file():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         old = dict(state["config"])
-        for k in OVERRIDABLE:
+        for k in OVERRIDABLE + tuple(task.overridable):
             if k in cfg:
                 old[k] = cfg[k]
         old["commands"] = old.get("commands", []) + cfg.get("commands", [])
         cfg = old
-    init = None
-    if state is None and cfg.get("init_from"):
-        from codecflow.codecs.learned.weights import load_state
-
-        init = load_state(cfg["init_from"])
-        a = init.get("architecture") or {}
-        cfg["arch"] = {k: a[k] for k in ("N", "M", "lambdas") if k in a} or cfg.get("arch")
-    model = build_model(cfg.get("arch"))
-    cfg["arch"] = {"N": model.N, "M": model.M, "lambdas": list(model.lambdas)}
+    init = task.prepare(cfg) if state is None else None
+    model = task.build_model(cfg.get("arch"))
+    cfg["arch"] = task.architecture(model)
+    cfg["task"] = task.name
     device = torch.device(cfg.get("device") or "cpu")
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
     amp_dtype = {"off": None, None: None, "bf16": torch.bfloat16}[cfg.get("amp")]
-    opt, aux_opt = make_optimizers(model, cfg)
+    opt, aux_opt = task.optimizers(model, cfg)
     step, elapsed = 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -219,14 +138,7 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
             print(f"resumed {ckpt_path} at step {step} ({elapsed / 3600:.2f} h)"
                   + (", LR warm-up restarts here" if rewarm else ""), flush=True)
     elif init is not None:
-        from codecflow.codecs.learned.weights import strip_cdf_buffers
-
-        sd = {k: v.float() if v.is_floating_point() else v
-              for k, v in strip_cdf_buffers(init["state_dict"]).items()}
-        torch.nn.Module.load_state_dict(model, sd, strict=False)
-        step, elapsed, history, earlier_data = shipped_progress(cfg["init_from"])
-        cfg["commands"] = history + cfg.get("commands", [])
-        cfg["data_sets"] = earlier_data
+        step, elapsed = task.apply_init(model, init, cfg)
         cfg["warmup_from"] = step  # fresh optimizer state: warm up again
         if group.main:
             print(f"initialised from {cfg['init_from']} (continuing at step {step}, "
@@ -242,21 +154,10 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
         torch.manual_seed(int(cfg.get("seed", 0)) * 7919 + step * 31 + group.rank)
     group.broadcast_params(model)
 
-    from codecflow.training.datasets import ImageSet
-
-    on_device = cfg.get("data_on_device")
-    if on_device is None:
-        on_device = device.type != "cpu"
-    if on_device:
-        from codecflow.training.device_data import DeviceImageSet
-
-        data = DeviceImageSet(images, crop=cfg["crop"], device=device)
-    else:
-        data = ImageSet(images, crop=cfg["crop"])
-    val_images = load_val_images(cfg)
+    data = task.data(cfg, device)
     # every data set this run has ever trained on (a resumed run may use another, e.g. a pack)
     cfg["data_sets"] = list(dict.fromkeys(list(cfg.get("data_sets") or []) +
-                                          list(data_sets or [])))
+                                          list(getattr(task, "data_sets", []) or [])))
 
     dev_name = ("cpu" if world == 1 else f"cpu ({world} processes)") if device.type == "cpu" \
         else f"{device.type} ({torch.cuda.get_device_name(device)})"
@@ -284,7 +185,6 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
 
     log_f = open(run_dir / "log.jsonl", "a") if group.main else None
     total = cfg.get("steps")
-    K = model.K
     t_ckpt = time.time()
     t_win, s_win = time.time(), 0
     acc = {"loss": 0.0, "bpp": 0.0, "mse": 0.0, "aux": 0.0}
@@ -301,15 +201,9 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
                        if time_limit else None)
             for g in opt.param_groups:
                 g["lr"] = lr * g.get("lr_mult", 1.0)
-            x = data.sample_batch(np_rng, per_rank)
-            x = torch.from_numpy(x) if isinstance(x, np.ndarray) else x
-            x = x.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            pos = (torch.rand(x.shape[0]) * (K - 1)).to(device)
-            lam = model.pos_to_lambda(pos)
-            out = model(x, pos, amp_dtype)
-            losses = rd_loss(out, x, lam)
+            batch = data.sample_batch(np_rng, per_rank)
+            batch = _to_device(batch, device)
+            losses = task.loss(model, batch, amp_dtype)
             finite = math.isfinite(losses["loss"].item())
             opt.zero_grad(set_to_none=True)
             aux_opt.zero_grad(set_to_none=True)
@@ -354,7 +248,7 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
                 last = {"step": step, "loss": acc["loss"] / n, "bpp": acc["bpp"] / n, "mse": mse,
                         "psnr": -10 * math.log10(max(mse, 1e-10)), "aux": acc["aux"] / n,
                         "lr": lr, "steps_per_s": n / max(1e-9, now - t_win),
-                        "pixels_per_s": n * cfg["batch"] * cfg["crop"] ** 2
+                        "pixels_per_s": n * cfg["batch"] * task.samples_px(cfg)
                         / max(1e-9, now - t_win),
                         "hours": elapsed / 3600, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
                 log_f.write(json.dumps(last) + "\n")
@@ -364,14 +258,13 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
                       f"{elapsed / 3600:.2f} h", flush=True)
                 t_win, s_win = now, 0
                 acc = dict.fromkeys(acc, 0.0)
-            if cfg.get("val_every") and step % cfg["val_every"] == 0 and val_images:
-                rows = validate(model if device.type == "cpu" else _cpu_copy(model), val_images)
-                rec = {"step": step, "hours": elapsed / 3600, "images": len(val_images),
-                       "points": rows}
+            rows = (task.validate(model)
+                    if cfg.get("val_every") and step % cfg["val_every"] == 0 else None)
+            if rows:
+                rec = {"step": step, "hours": elapsed / 3600, "points": rows}
                 with open(run_dir / "val.jsonl", "a") as f:
                     f.write(json.dumps(rec) + "\n")
-                print("val " + "  ".join(f"q{r['q']}: {r['bpp']:.3f} bpp {r['psnr_rgb']:.2f} dB"
-                                         for r in rows), flush=True)
+                print("val " + task.describe(rows), flush=True)
                 t_win, s_win = time.time(), 0
                 acc = dict.fromkeys(acc, 0.0)
             if time.time() - t_ckpt >= cfg["ckpt_every"]:
@@ -392,5 +285,9 @@ def train(cfg: dict, images: list | None = None, data_sets: list | None = None,
             "replicas_identical": identical}
 
 
-def command_line() -> str:
-    return " ".join([Path(sys.executable).name, "-m", "codecflow.training.image"] + sys.argv[1:])
+def _to_device(batch, device):
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(batch)
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return type(batch)(_to_device(b, device) for b in batch)

@@ -101,6 +101,22 @@ class ConditionalLatentCoder(nn.Module):
         r_hat = ste_round(r - means) + means
         return {"y_hat": r_hat + m * p, "likelihoods": {"y": r_lik, "z": z_lik}, "mask": m}
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's, minus the CDF tables (sizes vary; rebuilt by `build_tables` or
+        loaded by `load_tables`)."""
+        from codecflow.codecs.learned.weights import nn_load, strip_cdf_buffers
+
+        missing, unexpected = nn_load(self, strip_cdf_buffers(state_dict))
+        if strict and (missing or unexpected):
+            raise RuntimeError(f"state does not fit ConditionalLatentCoder: missing {missing[:5]}"
+                               f", unexpected {list(unexpected)[:5]}")
+        self._exact = None
+        return missing, unexpected
+
+    def aux_loss(self) -> torch.Tensor:
+        """The EntropyBottleneck's quantile loss (trained with its own optimizer)."""
+        return self.entropy_bottleneck.loss()
+
     # ---------------------------------------------------------------- coding tables
     def build_tables(self) -> None:
         self.entropy_bottleneck.update(force=True)
