@@ -1,0 +1,121 @@
+"""The dispatcher (source stage) alone, with real ZeroMQ sockets playing workers and sink:
+credit, acknowledgements, re-sends after a silent worker, and workers that join after the end."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from codecflow.data import Frame, StreamInfo
+from codecflow.pipeline import protocol
+from codecflow.pipeline.config import from_dict
+from codecflow.pipeline.stage import StopFlag
+from codecflow.stages.source_stage import Dispatcher
+
+
+@pytest.fixture
+def rig(tmp_path):
+    cfg = from_dict({"source": {"type": "synthetic_video", "width": 16, "height": 16},
+                     "codec": {"name": "jpeg"},
+                     "heartbeat": {"interval": 0.05, "timeout": 0.3}})
+    ep = {"dispatch": f"ipc://{tmp_path}/d", "sink": f"ipc://{tmp_path}/s"}
+    ctx = zmq.Context.instance()
+    sink = ctx.socket(zmq.PULL)
+    sink.bind(ep["sink"])
+    d = Dispatcher(cfg, ep, StopFlag(watch_parent=False))
+    sockets = [sink]
+
+    def worker(wid: str, credit: int):
+        s = ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.IDENTITY, wid.encode())
+        s.connect(ep["dispatch"])
+        s.send_multipart(protocol.control("ready", worker=wid, credit=credit))
+        sockets.append(s)
+        return s
+
+    yield d, worker, sink
+    for s in sockets:
+        s.close(linger=0)
+    d.router.close(linger=0)
+    d.to_sink.close(linger=0)
+
+
+def pump(d, until, timeout=3.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not until():
+        if d.router.poll(20):
+            d._handle(d.router.recv_multipart(copy=False))
+    assert until(), "condition not reached"
+
+
+def unit_item(i):
+    info = StreamInfo(16, 16, pix_fmt="rgb24", unit_kind="frame")
+    frame = Frame.rgb(np.full((16, 16, 3), i, np.uint8))
+    return ("unit", "s", [frame], info, i, i, time.time(), {})
+
+
+def received_seqs(sock):
+    seqs = []
+    while sock.poll(50):
+        h = protocol.unpack_header(sock.recv_multipart()[0])
+        seqs.append(h["seq"])
+    return seqs
+
+
+def test_units_go_only_where_there_is_credit(rig):
+    d, worker, _ = rig
+    w = worker("w1", 2)
+    pump(d, lambda: d._has_credit())
+    for i in range(3):
+        d._take(unit_item(i))
+    assert received_seqs(w) == [0, 1]
+    assert list(d.resend) == [2] and set(d.inflight) == {0, 1, 2}  # waits for credit
+    w.send_multipart(protocol.control("ready", worker="w1", credit=1))
+    pump(d, lambda: d._has_credit())
+    assert d._send_to_worker(d.resend.popleft())
+    assert received_seqs(w) == [2]
+
+
+def test_acknowledged_units_leave_the_in_flight_set(rig):
+    d, worker, _ = rig
+    worker("w1", 2)
+    pump(d, lambda: d._has_credit())
+    d._take(unit_item(0))
+    d._take(unit_item(1))
+    s = zmq.Context.instance().socket(zmq.DEALER)  # the sink acknowledges over a DEALER
+    s.connect(d.router.getsockopt(zmq.LAST_ENDPOINT).decode())
+    s.send_multipart(protocol.control("ack", seqs=[0]))
+    pump(d, lambda: 0 not in d.inflight)
+    assert set(d.inflight) == {1} and d.workers["w1"]["units"] == {1}
+    s.close(linger=0)
+
+
+def test_units_of_a_silent_worker_are_resent_to_another(rig):
+    d, worker, _ = rig
+    w1 = worker("w1", 2)
+    pump(d, lambda: d._has_credit())
+    d._take(unit_item(0))
+    d._take(unit_item(1))
+    assert received_seqs(w1) == [0, 1]
+    time.sleep(0.4)  # past the heartbeat timeout: w1 sent nothing
+    w2 = worker("w2", 4)
+    pump(d, lambda: "w2" in d.workers and d.workers["w2"]["credit"] > 0)
+    d._reap_dead_workers()
+    assert "w1" not in d.workers and sorted(d.resend) == [0, 1] and d.resent == 2
+    while d.resend:
+        assert d._send_to_worker(d.resend.popleft())
+    assert sorted(received_seqs(w2)) == [0, 1]
+
+
+def test_a_worker_joining_after_the_end_is_stopped(rig):
+    d, worker, _ = rig
+    d.final_acked = True  # the run is over
+    late = worker("late", 1)
+    d._await_final_ack()
+    kinds = []
+    while late.poll(100):
+        kinds.append(protocol.unpack_header(late.recv_multipart()[0])["kind"])
+    assert kinds == ["stop"]

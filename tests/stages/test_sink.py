@@ -1,0 +1,154 @@
+"""The sink alone, fed over its real PULL socket: order restored, duplicates dropped, bytes and
+frames counted; the live stats line; the Prometheus exporter scraped over HTTP during a run."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import zmq
+
+from codecflow.codecs.registry import create_codec
+from codecflow.data import Frame, StreamInfo, Unit
+from codecflow.pipeline import protocol
+from codecflow.pipeline.config import from_dict
+from codecflow.pipeline.stage import StopFlag
+from codecflow.stages.sink_stage import Sink
+from codecflow.stages.sinks.stats import PSNR_KEYS, StreamStats
+from codecflow.stages.sinks.terminal import TerminalStats
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def sink(tmp_path):
+    cfg = from_dict({"source": {"type": "synthetic_video", "width": 16, "height": 16},
+                     "codec": {"name": "jpeg"}, "output": {"dir": str(tmp_path / "out")},
+                     "stats": {"terminal": "off"}})
+    ep = {"dispatch": f"ipc://{tmp_path}/d", "sink": f"ipc://{tmp_path}/s"}
+    ctx = zmq.Context()  # the test's own sockets: Sink.finish() terminates the shared one
+    acks = ctx.socket(zmq.ROUTER)
+    acks.bind(ep["dispatch"])
+    s = Sink(cfg, ep, StopFlag(watch_parent=False))
+    push = ctx.socket(zmq.PUSH)
+    push.connect(ep["sink"])
+    yield s, push, tmp_path / "out"
+    push.close(linger=0)
+    acks.close(linger=0)
+    ctx.term()
+
+
+INFO = StreamInfo(16, 16, pix_fmt="rgb24", unit_kind="frame")
+
+
+def coded_msg(seq, index):
+    frame = Frame.rgb(np.full((16, 16, 3), 10 * index, np.uint8))
+    codec = create_codec("jpeg", q=30)
+    coded = codec.encode(Unit("frame", seq, "s", [frame], INFO, first_frame=index, index=index))
+    return protocol.coded_to_msg(coded, {"metrics": [], "encode_s": 0.01,
+                                         "codec": codec.header()}, True)
+
+
+def feed(s, push, msgs):
+    for m in msgs:
+        push.send_multipart(m)
+    got = 0
+    while got < len(msgs) and s.pull.poll(1000):
+        s._receive(s.pull.recv_multipart(copy=False), [])
+        got += 1
+    assert got == len(msgs)
+    s._drain_in_order()
+
+
+def test_out_of_order_units_are_written_in_order_and_duplicates_dropped(sink):
+    s, push, out = sink
+    start = protocol.control("stream", seq=0, stream="s", info=INFO.to_dict(), total=3, meta={})
+    units = {i: coded_msg(i + 1, i) for i in range(3)}
+    feed(s, push, [start, units[2], units[0]])
+    assert s.next_seq == 2 and 3 in s.buffer  # unit 1 (seq 2) missing: seq 3 waits
+    feed(s, push, [units[0], units[1]])  # a duplicate, then the gap
+    assert s.duplicates == 1 and s.next_seq == 4
+    feed(s, push, [protocol.control("eos", seq=4, stream="s", frames=3),
+                   protocol.control("eos", final=True, seq=5)])
+    assert s.final is not None
+    s.finish()
+    from codecflow.codecs.container import CflReader
+
+    with CflReader(out / "s.cfl") as r:
+        idx = [rec.frame_index for _, recs in r.units() for rec in recs]
+        assert r.status.complete
+    assert idx == [0, 1, 2]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["duplicates_dropped"] == 1 and summary["streams"]["s"]["frames"] == 3
+    assert summary["streams"]["s"]["bytes"] == (out / "s.cfl").stat().st_size
+
+
+def test_stream_stats_rates():
+    st = StreamStats("s", {"width": 10, "height": 10, "views": 2, "fps": 25.0,
+                           "pix_fmt": "rgb24", "unit_kind": "pair"}, 4, {})
+    def rows(v):
+        return [{k: v for k in PSNR_KEYS}] * 2
+
+    st.add_unit(1, 100, rows(30.0), 0.1, 0.2)
+    st.add_unit(1, 300, rows(40.0), 0.1, 0.2)
+    s = st.summary()
+    assert s["frames"] == 2 and s["bytes"] == 400
+    assert s["bpp"] == pytest.approx(8 * 400 / (10 * 10 * 2 * 2))  # per view
+    assert s["kbps"] == pytest.approx(8 * 400 * 25 / 2 / 1000)
+    assert s["psnr_yuv"] == pytest.approx(35.0)
+
+
+def test_terminal_line_holds_the_numbers(capsys):
+    t = TerminalStats("line", 0.0)
+    snap = {"stream": "cam0", "done": 5, "total": 10, "fps": 2.5, "kbps": 812.3, "bpp": 0.5,
+            "psnr_yuv": 36.25, "psnr_rgb": None, "queue": 1, "inflight": 2, "workers": 2,
+            "dropped": 3, "encode_ms": 0.25, "latency": 0.5}
+    t.update(snap, force=True)
+    line = capsys.readouterr().err
+    for part in ("[cam0] 5/10 (50%)", "2.5 fps", "812.3 kbit/s", "PSNR-YUV 36.25", "RGB   -",
+                 "dropped 3", "enc 250 ms/frame"):
+        assert part in line, part
+
+
+def _scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    return {k: float(v) for k, v in (ln.split() for ln in text.splitlines() if ln)}
+
+
+def test_prometheus_metrics_rise_during_a_run(tmp_path):
+    import subprocess
+    import sys
+
+    from codecflow.pipeline.transport import free_tcp_port
+
+    port = free_tcp_port()
+    p = subprocess.Popen([sys.executable, "-m", "codecflow.cli", "run",
+                          str(ROOT / "configs/demo_video.yaml"), "--set",
+                          f"output.dir={tmp_path}", "--set", "codec.name=jpeg", "--set",
+                          "source.frames=400", "--set", "source.realtime=true", "--set",
+                          "source.fps=50", "--set", f"stats.prometheus_port={port}",
+                          "--set", "stats.terminal=off"], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and len(seen) < 2:
+            try:
+                m = _scrape(port)
+            except OSError:
+                time.sleep(0.2)
+                continue
+            if m.get("codecflow_done", 0) > 0 and (not seen or m["codecflow_done"]
+                                                      > seen[-1]["codecflow_done"]):
+                seen.append(m)
+            time.sleep(0.5)
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+    assert len(seen) == 2, p.stderr.read()[-2000:]
+    assert seen[1]["codecflow_done"] > seen[0]["codecflow_done"]
+    assert {"codecflow_fps", "codecflow_kbps", "codecflow_queue"} <= set(seen[1])
+    assert seen[1]["codecflow_kbps"] > 0
