@@ -15,6 +15,9 @@ from codecflow.errors import ConfigError
 
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
 RANGES = ("limited", "full")
+# config choices (the default first): the one home of the matrix and range names
+MATRIX_CHOICES = ("bt709", "bt601")
+RANGE_CHOICES = RANGES
 
 
 def _coeffs(matrix: str):

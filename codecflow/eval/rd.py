@@ -42,7 +42,7 @@ from codecflow.codecs.container import (CflReader, CflWriter, header_stream_info
                                          stream_header)
 from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecflowError, SourceError
-from codecflow.stages.sources import yuv as yuv_source
+from codecflow import media
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 POINT_KEYS = ("bpp", "psnr_rgb", "psnr_yuv", "psnr_y", "enc_s", "dec_s")
@@ -63,7 +63,7 @@ class Source:
 
 def parse_yuv_name(path: str | os.PathLike) -> tuple[int, int, float]:
     """NAME_WxH_FPS.yuv -> (W, H, fps); the sources' parser, strict about the rate."""
-    parsed = yuv_source.parse_yuv_name(path)
+    parsed = media.parse_yuv_name(path)
     if not parsed or parsed[2] is None:
         raise SourceError(f"{path}: raw .yuv files must be named NAME_WxH_FPS.yuv "
                           f"(e.g. foreman_352x288_30.yuv) so their size and rate are known")
@@ -91,7 +91,7 @@ def find_sources(inputs, max_frames: int | None = None) -> list[Source]:
             ext = f.suffix.lower()
             if ext == ".yuv":
                 w, h, fps = parse_yuv_name(f)
-                n = f.stat().st_size // yuv_source.i420_frame_size(w, h)
+                n = f.stat().st_size // media.i420_frame_size(w, h)
                 if n == 0:
                     raise SourceError(f"{f}: shorter than one {w}x{h} I420 frame")
                 if max_frames:
@@ -118,9 +118,9 @@ def load_image(path: str) -> np.ndarray:
 
 
 def load_yuv(src: Source) -> list[Frame]:
-    fb = yuv_source.i420_frame_size(src.width, src.height)
+    fb = media.i420_frame_size(src.width, src.height)
     raw = np.fromfile(src.path, dtype=np.uint8, count=fb * src.frames)
-    return [yuv_source.split_i420(raw[i * fb:(i + 1) * fb], src.width, src.height)
+    return [media.split_i420(raw[i * fb:(i + 1) * fb], src.width, src.height)
             for i in range(src.frames)]
 
 

@@ -16,6 +16,11 @@ from typing import Any, Union
 from codecflow.errors import ConfigError
 
 
+def option(default, help: str = ""):
+    """A config field with a default and a help line (no range / choices)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 def choice(default, choices, help: str = ""):
     return dataclasses.field(default=default, metadata={"choices": tuple(choices), "help": help})
 

@@ -15,12 +15,11 @@ from codecflow.codecs.container import CflReader, header_stream_info
 from codecflow.codecs.decoding import decode_checked
 from codecflow.codecs.metrics import frame_psnr, mean_metrics
 from codecflow.errors import CodecError, CodecflowError
+from codecflow.media import IMAGE_EXTS
 from codecflow.pipeline import schema
 from codecflow.stages.sinks.recon import ReconWriter
 
 log = logging.getLogger("codecflow.decode")
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
 
 def codec_for_header(h: dict, path: str, device: str = "cpu"):

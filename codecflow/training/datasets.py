@@ -14,7 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from codecflow.media import IMAGE_EXTS
+
 _YUV_NAME = re.compile(r"_(\d+)x(\d+)_(\d+(?:\.\d+)?)\.yuv$")
 
 

@@ -8,7 +8,7 @@ import cv2
 
 from codecflow.codecs import colour
 from codecflow.data import StreamInfo
-from codecflow.stages.sources.yuv import write_i420
+from codecflow.media import write_i420
 
 
 def _fps_tag(fps: float) -> str:

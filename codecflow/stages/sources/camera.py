@@ -28,27 +28,22 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from codecflow.codecs import colour
+from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
 from codecflow.data import Frame, StreamInfo
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream
 
-MATRIX_CHOICES = ("bt709", "bt601")
-RANGE_CHOICES = ("limited", "full")
 BACKENDS = ("opencv", "pyav")
 OPEN_TIMEOUT_S = 5.0  # the first frame must arrive within this
 READ_TIMEOUT_S = 5.0  # a camera that delivers nothing for this long is an error
 DEFAULT_FPS = 30.0
 
-
-def _opt(default, help: str = ""):
-    """A config field with a default and a help line (no range / choices)."""
-    return field(default=default, metadata={"help": help})
 
 
 # ------------------------------------------------------------------------------- devices
@@ -406,16 +401,16 @@ class CameraSource(Source):
 
     @dataclass
     class Config:
-        device: int | str = _opt(0, "camera index (0) or path (/dev/video0)")
+        device: int | str = schema.option(0, "camera index (0) or path (/dev/video0)")
         width: int | None = schema.number(None, min=1, help="requested width (device decides)")
         height: int | None = schema.number(None, min=1, help="requested height")
         fps: float | None = schema.number(None, min=0.001, help="requested frame rate")
-        mjpeg: bool = _opt(False, "request the MJPEG fourcc (higher USB frame rates)")
+        mjpeg: bool = schema.option(False, "request the MJPEG fourcc (higher USB frame rates)")
         backend: str = schema.choice("opencv", BACKENDS, help="capture library")
         frames: int | None = schema.number(None, min=1, help="stop after this many frames")
         matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="RGB->YUV matrix")
         range: str = schema.choice("limited", RANGE_CHOICES, help="YUV code range")
-        name: str | None = _opt(None, "stream name (default: camera<N>, or the device's name)")
+        name: str | None = schema.option(None, "stream name (default: camera<N>, or the device's name)")
 
     def __init__(self, config, mode: str = "offline"):
         super().__init__(config, mode)

@@ -24,18 +24,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codecflow.data import Frame, StreamInfo
+from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
+from codecflow.media import IMAGE_EXTS
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".pnm", ".webp", ".tif", ".tiff")
-MATRIX_CHOICES = ("bt709", "bt601")
-RANGE_CHOICES = ("limited", "full")
 _PAIR_RE = re.compile(r"^(?P<name>.+)_(?P<side>[LRlr])$")
 
-
-def _opt(default, help: str = ""):
-    return field(default=default, metadata={"help": help})
 
 
 # ---------------------------------------------------------------------- header sizes
@@ -247,9 +243,9 @@ class ImageFolderSource(_ImageSourceBase):
     @dataclass
     class Config:
         path: str = field(metadata={"help": "a folder of images, or one image file"})
-        pattern: str | None = _opt(None, "glob on file names, e.g. 'kodim*.png'")
-        recursive: bool = _opt(False, "also look in sub-folders (names get the folder prefix)")
-        frames: int | None = _opt(None, "ignored (an image is one frame)")
+        pattern: str | None = schema.option(None, "glob on file names, e.g. 'kodim*.png'")
+        recursive: bool = schema.option(False, "also look in sub-folders (names get the folder prefix)")
+        frames: int | None = schema.option(None, "ignored (an image is one frame)")
         matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="RGB->YUV matrix for codecs")
         range: str = schema.choice("full", RANGE_CHOICES, help="YUV range for codecs (RGB pictures are full range)")
 
@@ -284,9 +280,9 @@ class StereoImageFolderSource(_ImageSourceBase):
     @dataclass
     class Config:
         path: str = field(metadata={"help": "a folder of NAME_L/NAME_R images, or one _L file"})
-        pattern: str | None = _opt(None, "glob on file names, e.g. 'Adirondack*'")
-        recursive: bool = _opt(False, "also look in sub-folders (names get the folder prefix)")
-        frames: int | None = _opt(None, "ignored (a pair is one instant)")
+        pattern: str | None = schema.option(None, "glob on file names, e.g. 'Adirondack*'")
+        recursive: bool = schema.option(False, "also look in sub-folders (names get the folder prefix)")
+        frames: int | None = schema.option(None, "ignored (a pair is one instant)")
         matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="RGB->YUV matrix for codecs")
         range: str = schema.choice("full", RANGE_CHOICES, help="YUV range for codecs (RGB pictures are full range)")
 

@@ -24,22 +24,19 @@ a SourceError before the pipeline writes anything.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
 from codecflow.data import StreamInfo
 from codecflow.errors import ConfigError, SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream
-from codecflow.stages.sources.camera import (BACKENDS, MATRIX_CHOICES, RANGE_CHOICES,
-                                             CaptureThread, device_label, is_video_file,
+from codecflow.stages.sources.camera import (BACKENDS, CaptureThread, device_label, is_video_file,
                                              normalise_device, start_capture, to_views)
 
 LAYOUTS = ("pair", "side_by_side")
 LIVE_BUFFER = 2  # frames buffered per camera in live mode (bounded staleness, room to pair)
 
-
-def _opt(default, help: str = ""):
-    return field(default=default, metadata={"help": help})
 
 
 class StereoRigSource(Source):
@@ -50,21 +47,21 @@ class StereoRigSource(Source):
     @dataclass
     class Config:
         layout: str = schema.choice("pair", LAYOUTS, help="pair: two cameras; side_by_side: one")
-        left: int | str | None = _opt(None, "left camera (index, /dev path, or a video file)")
-        right: int | str | None = _opt(None, "right camera (index, /dev path, or a video file)")
-        device: int | str | None = _opt(None, "side_by_side: the camera (or video file)")
+        left: int | str | None = schema.option(None, "left camera (index, /dev path, or a video file)")
+        right: int | str | None = schema.option(None, "right camera (index, /dev path, or a video file)")
+        device: int | str | None = schema.option(None, "side_by_side: the camera (or video file)")
         max_skew_ms: float = schema.number(20.0, min=0.0,
                                            help="pair frames captured at most this far apart")
         width: int | None = schema.number(None, min=1,
                                           help="requested width of each camera's frame")
         height: int | None = schema.number(None, min=1, help="requested height")
         fps: float | None = schema.number(None, min=0.001, help="requested frame rate")
-        mjpeg: bool = _opt(False, "request the MJPEG fourcc")
+        mjpeg: bool = schema.option(False, "request the MJPEG fourcc")
         backend: str = schema.choice("opencv", BACKENDS, help="capture library")
         frames: int | None = schema.number(None, min=1, help="stop after this many pairs")
         matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="RGB->YUV matrix")
         range: str = schema.choice("limited", RANGE_CHOICES, help="YUV code range")
-        name: str = _opt("stereo", "stream name")
+        name: str = schema.option("stereo", "stream name")
 
     def __init__(self, config, mode: str = "offline"):
         super().__init__(config, mode)

@@ -28,22 +28,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from codecflow.codecs import colour
+from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
 from codecflow.data import Frame, StreamInfo, chroma_size
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream
 
-MATRIX_CHOICES = ("bt709", "bt601")
-RANGE_CHOICES = ("limited", "full")
 
-
-def _opt(default, help: str = ""):
-    return field(default=default, metadata={"help": help})
 
 
 # --------------------------------------------------------------------------- textures
@@ -379,13 +375,13 @@ class SyntheticVideoSource(_SyntheticBase):
         height: int = schema.number(360, min=2, help="frame height")
         fps: float = schema.number(30.0, min=0.001, help="frame rate")
         frames: int | None = schema.number(300, min=1, help="frames to make (null: endless)")
-        seed: int = _opt(0, "scene seed (same seed, same frames)")
+        seed: int = schema.option(0, "scene seed (same seed, same frames)")
         objects: int | None = schema.number(None, min=0, max=32,
                                             help="moving objects (default: 3..5 from the seed)")
-        realtime: bool = _opt(False, "pace frames at fps (live demos)")
+        realtime: bool = schema.option(False, "pace frames at fps (live demos)")
         matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="RGB->YUV matrix")
         range: str = schema.choice("limited", RANGE_CHOICES, help="YUV code range")
-        name: str = _opt("synthetic", "stream name")
+        name: str = schema.option("synthetic", "stream name")
 
     def _scene(self) -> Scene:
         c = self.config
@@ -407,15 +403,15 @@ class SyntheticStereoSource(_SyntheticBase):
         height: int = schema.number(360, min=2, help="frame height")
         fps: float = schema.number(30.0, min=0.001, help="frame rate")
         frames: int | None = schema.number(300, min=1, help="pairs to make (null: endless)")
-        seed: int = _opt(0, "scene seed (same seed, same frames)")
+        seed: int = schema.option(0, "scene seed (same seed, same frames)")
         objects: int | None = schema.number(None, min=0, max=32,
                                             help="moving objects (default: 3..5 from the seed)")
         max_disparity: int = schema.number(32, min=1, max=1024,
                                            help="disparity of the nearest layer, pixels")
-        realtime: bool = _opt(False, "pace frames at fps (live demos)")
+        realtime: bool = schema.option(False, "pace frames at fps (live demos)")
         matrix: str = schema.choice("bt709", MATRIX_CHOICES, help="RGB->YUV matrix")
         range: str = schema.choice("limited", RANGE_CHOICES, help="YUV code range")
-        name: str = _opt("synthetic_stereo", "stream name")
+        name: str = schema.option("synthetic_stereo", "stream name")
 
     def _scene(self) -> Scene:
         c = self.config

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from codecflow.data import Frame, StreamInfo
+from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream
 
 VIDEO_EXTS = (".mkv", ".mp4", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
               ".y4m", ".flv", ".wmv", ".ogv", ".264", ".h264", ".265", ".hevc", ".ivf", ".nut")
-MATRIX_CHOICES = ("bt709", "bt601")
-RANGE_CHOICES = ("limited", "full")
 DEFAULT_FPS = 30.0
 
 

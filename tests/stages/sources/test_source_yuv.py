@@ -11,8 +11,8 @@ from codecflow.errors import ConfigError, SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources import yuv as yuv_mod
 from codecflow.stages.sources.base import source_class
-from codecflow.stages.sources.yuv import (YuvSource, i420_frame_size, parse_yuv_name,
-                                          write_i420)
+from codecflow.media import i420_frame_size, parse_yuv_name, write_i420
+from codecflow.stages.sources.yuv import YuvSource
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data")
 
