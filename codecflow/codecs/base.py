@@ -27,7 +27,6 @@ class Codec:
     name: str = ""
     version: str = "1"
     unit_kinds: tuple = ("frame", "pair")
-    input_fmt: str = "any"  # the pixel format the codec works in natively: yuv420p, rgb24, any
     # True when every payload carries a CRC of its decoded symbols and the decoder checks it:
     # a reconstruction CRC mismatch then means rounding after exact decoding, not corruption
     verifies_symbols: bool = False

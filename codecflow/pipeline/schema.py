@@ -126,6 +126,3 @@ def parse(cls, data: dict | None, where: str):
         kwargs[name] = value
     return cls(**kwargs)
 
-
-def to_dict(obj) -> dict:
-    return dataclasses.asdict(obj)

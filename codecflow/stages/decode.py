@@ -68,8 +68,8 @@ def _reference_source(ref: str, stream: str, info: StreamInfo):
 def _reference_frames(ref: str, stream: str, info: StreamInfo):
     src = _reference_source(ref, stream, info)
     for st in src.streams():
-        for views in st.frames:
-            yield from views
+        for pictures in st.frames:  # one picture per view of each instant
+            yield from pictures
         break
 
 

@@ -97,9 +97,9 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
         while not stop.is_set():
             if not dealer.poll(200):
                 continue
-            frames = dealer.recv_multipart(copy=False)
+            parts = dealer.recv_multipart(copy=False)
             try:
-                h = protocol.unpack_header(frames[0])
+                h = protocol.unpack_header(parts[0])
             except protocol.ProtocolError as e:
                 log.error("%s", e)
                 continue
@@ -107,7 +107,7 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
                 break
             if h["kind"] != "unit":
                 continue
-            unit = protocol.unit_from_msg(h, frames[1:])
+            unit = protocol.unit_from_msg(h, parts[1:])
             t0 = time.perf_counter()
             try:
                 coded = codec.encode(unit)

@@ -21,10 +21,10 @@ def frame_groups(instants: Iterator, unit_kind: str, gop: int) -> Iterator[tuple
     index = 0
     if unit_kind == "gop":
         group, first = [], 0
-        for n, views in enumerate(instants):
+        for n, pictures in enumerate(instants):
             if not group:
                 first = n
-            group.append(views[0])
+            group.append(pictures[0])
             if len(group) == gop:
                 yield group, first, index
                 index += 1
@@ -32,7 +32,7 @@ def frame_groups(instants: Iterator, unit_kind: str, gop: int) -> Iterator[tuple
         if group:
             yield group, first, index
         return
-    for n, views in enumerate(instants):
-        frames = list(views) if unit_kind == "pair" else [views[0]]
+    for n, pictures in enumerate(instants):
+        frames = list(pictures) if unit_kind == "pair" else [pictures[0]]
         yield frames, n, index
         index += 1

@@ -56,9 +56,10 @@ class Sink:
             if cfg.stats.prometheus_port else None
 
     # --------------------------------------------------------------------------- receive
-    def _receive(self, frames: list, acks: list) -> None:
+    def _receive(self, parts: list, acks: list) -> None:
+        """One multipart message (header, buffers...)."""
         try:
-            h = protocol.unpack_header(frames[0])
+            h = protocol.unpack_header(parts[0])
         except protocol.ProtocolError as e:
             log.error("%s", e)
             return
@@ -83,7 +84,7 @@ class Sink:
             self.duplicates += 1
             log.info("duplicate unit seq %d dropped", seq)
             return
-        self.buffer[seq] = (h, frames[1:])
+        self.buffer[seq] = (h, parts[1:])
 
     def _drain_in_order(self, skip_gaps: bool = False) -> None:
         while True:
@@ -210,10 +211,10 @@ class Sink:
             if poller.poll(100):
                 for _ in range(256):
                     try:
-                        frames = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                        parts = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
-                    self._receive(frames, acks)
+                    self._receive(parts, acks)
             if acks:
                 self.acks.send_multipart(protocol.control("ack", seqs=acks))
             self._drain_in_order()

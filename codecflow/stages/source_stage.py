@@ -94,8 +94,9 @@ class Dispatcher:
             log.info("worker %s joined", wid)
         return w
 
-    def _handle(self, frames: list) -> None:
-        ident, blob = frames[0], frames[1]
+    def _handle(self, parts: list) -> None:
+        """One multipart message from a worker or the sink: [identity, header]."""
+        ident, blob = parts[0], parts[1]
         try:
             h = protocol.unpack_header(blob)
         except protocol.ProtocolError as e:

@@ -40,7 +40,6 @@ def _check_params(name: str, params: dict, allowed: dict) -> dict:
 class _OpenCvPicture(PictureCodec):
     ext = ""
     label = ""
-    input_fmt = "rgb24"
     _allowed: dict = {}
 
     def __init__(self, q: int = 32, device: str = "cpu", **params):

@@ -287,7 +287,6 @@ class _X265Params:
 
 # ------------------------------------------------------------------------------ GOP codecs
 class _GopCodec(_AvCore, Codec):
-    input_fmt = "yuv420p"
 
     def __init__(self, q: int = 32, device: str = "cpu", **params):
         super().__init__(q=q, device=device, **params)
@@ -354,7 +353,6 @@ class X265Intra(_X265Params, _AvCore, PictureCodec):
     """HEVC intra pictures (libx265, keyint=1): the BPG-class still-image anchor."""
 
     version = "1"
-    input_fmt = "any"
     default_preset = "medium"
     _allowed = ("preset", "threads", "tune", "extra", "chroma")
 

@@ -153,7 +153,6 @@ class LearnedIntra(PictureCodec):
 
     version = "2"
     verifies_symbols = True
-    input_fmt = "rgb24"
 
     def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None, **params):
         super().__init__(q=q, device=device, **params)

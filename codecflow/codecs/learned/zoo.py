@@ -117,7 +117,6 @@ class ZooCodec(PictureCodec):
     """A CompressAI zoo model (pretrained, MSE-optimised) as a per-picture codec."""
 
     version = "1"
-    input_fmt = "rgb24"
 
     def __init__(self, model_name: str, q: int = 32, device: str = "cpu", **params):
         super().__init__(q=q, device=device, **params)

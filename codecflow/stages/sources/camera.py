@@ -439,17 +439,17 @@ class CameraSource(Source):
                 return
             if t0 is None:
                 t0 = item.ts
-            views = to_views(item, False, c.matrix, c.range)
-            if views[0].width != self.info.width or views[0].height != self.info.height:
-                raise SourceError(f"{self.label}: frame size changed to {views[0].width}x"
-                                  f"{views[0].height} (stream is {self.info.width}x"
+            pictures = to_views(item, False, c.matrix, c.range)
+            if pictures[0].width != self.info.width or pictures[0].height != self.info.height:
+                raise SourceError(f"{self.label}: frame size changed to {pictures[0].width}x"
+                                  f"{pictures[0].height} (stream is {self.info.width}x"
                                   f"{self.info.height})")
             meta["index"] = n
             meta["capture_ts"] = item.ts
             meta["pts"] = item.ts - t0
             meta["dropped"] = self.capture.dropped
             n += 1
-            yield views
+            yield pictures
 
     def streams(self):
         meta = {"device": str(self.device), "capture_ts": None, "dropped": 0}

@@ -140,14 +140,14 @@ class StereoRigSource(Source):
                 return
             if t0 is None:
                 t0 = item.ts
-            views = to_views(item, True, c.matrix, c.range)
-            if views[0].width != self.info.width or views[0].height != self.info.height:
+            pictures = to_views(item, True, c.matrix, c.range)
+            if pictures[0].width != self.info.width or pictures[0].height != self.info.height:
                 raise SourceError(f"stereo_rig: {device_label(self.devices[0])}: frame size "
-                                  f"changed (views {views[0].width}x{views[0].height}, stream "
-                                  f"{self.info.width}x{self.info.height})")
+                                  f"changed (views {pictures[0].width}x{pictures[0].height}, "
+                                  f"stream {self.info.width}x{self.info.height})")
             self._update(meta, n, item.ts, t0, 0.0)
             n += 1
-            yield views
+            yield pictures
 
     def _pairs(self, meta):
         c = self.config
@@ -164,16 +164,16 @@ class StereoRigSource(Source):
                 rcap.discard(r)
                 if t0 is None:
                     t0 = l.ts
-                views = to_views(l, False, c.matrix, c.range) + \
+                pictures = to_views(l, False, c.matrix, c.range) + \
                     to_views(r, False, c.matrix, c.range)
-                for side, v in zip(("left", "right"), views):
+                for side, v in zip(("left", "right"), pictures):
                     if v.width != self.info.width or v.height != self.info.height:
                         raise SourceError(f"stereo_rig: {side} frame size changed to {v.width}x"
                                           f"{v.height} (stream {self.info.width}x"
                                           f"{self.info.height})")
                 self._update(meta, n, l.ts, t0, dt * 1000.0)
                 n += 1
-                yield views
+                yield pictures
             elif dt < 0:  # left is older: no right frame can match it any more
                 lcap.discard(l)
                 meta["unpaired"]["left"] += 1

@@ -349,13 +349,13 @@ class _SyntheticBase(Source):
                     if skip > 0:
                         i += skip
                         dropped += skip
-            views = self._instant(i / fps)
+            pictures = self._instant(i / fps)
             meta["index"] = i
             meta["pts"] = i / fps
             meta["capture_ts"] = time.monotonic()
             meta["dropped"] = dropped
             i += 1
-            yield views
+            yield pictures
 
     def streams(self):
         meta = {"seed": self.config.seed, "dropped": 0}
