@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from codecflow.codecs.learned.conditional import ConditionalLatentCoder, pad_latent
+from codecflow.codecs.learned.conditional import build_coder, pad_latent
 from codecflow.training.latents import LatentPairs
 from codecflow.training.task import Task
 
@@ -29,8 +29,7 @@ class ConditionalLatentTask(Task):
         self.c_frac, self.data_sets = int(c_frac), list(data_sets or [])
 
     def build_model(self, arch):
-        arch = arch or {}
-        return ConditionalLatentCoder(arch["M"], arch["C"], arch.get("N", 64), arch.get("F", 64))
+        return build_coder(arch)
 
     def data(self, cfg: dict, device):
         self.lam = float(cfg.get("latent_lambda", 1.0))

@@ -218,6 +218,10 @@ class ExactConditional:
         return r16 * 2.0 ** (ACT_FRAC - Y_FRAC) + mp
 
 
+def build_coder(arch: dict) -> ConditionalLatentCoder:
+    return ConditionalLatentCoder(arch["M"], arch["C"], arch.get("N", 64), arch.get("F", 64))
+
+
 def pad_latent(t: torch.Tensor) -> torch.Tensor:
     """Replicate-pad a latent-grid tensor to multiples of LATENT_STRIDE."""
     h, w = t.shape[2:]

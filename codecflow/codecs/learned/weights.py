@@ -116,22 +116,44 @@ def load_state(path: str | Path) -> dict:
     return obj
 
 
-def load_intra_model(path: str | Path | None = None, device: str = "cpu", verify_hash=True):
-    """-> (IntraModel in eval mode with CDF tables built, sha256 of the file)."""
+# model class name (the "class" of a weights file's architecture) -> "module:builder"
+MODEL_BUILDERS = {
+    "IntraModel": "codecflow.codecs.learned.model:build_model",
+    "ConditionalLatentCoder": "codecflow.codecs.learned.conditional:build_coder",
+}
+
+
+def build_from_architecture(arch: dict | None):
+    """A model from its architecture map, by its "class" (IntraModel when absent)."""
+    import importlib
+
+    arch = dict(arch or {})
+    name = arch.get("class", "IntraModel")
+    if name not in MODEL_BUILDERS:
+        raise CodecError(f"unknown model class {name!r} in a weights file; known: "
+                         f"{', '.join(sorted(MODEL_BUILDERS))}")
+    module, fn = MODEL_BUILDERS[name].split(":")
+    return getattr(importlib.import_module(module), fn)(arch)
+
+
+def load_model(path: str | Path, device: str = "cpu", codec: str = "learned-intra",
+               verify_hash: bool = True):
+    """Any shipped model: verify ``path`` against its manifest entry (one manifest may list
+    several models), build it from its architecture, load the weights and coding tables.
+    -> (model in eval mode on ``device``, sha256 of the file)."""
     import torch
 
-    from codecflow.codecs.learned.model import build_model
-
-    path = Path(path) if path else default_path("learned-intra")
-    sha = verify(path, "learned-intra") if verify_hash else sha256_file(path)
+    path = Path(path)
+    sha = verify(path, codec) if verify_hash else sha256_file(path)
     obj = load_state(path)
-    model = build_model(obj.get("architecture"))
+    model = build_from_architecture(obj.get("architecture"))
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in strip_cdf_buffers(obj["state_dict"]).items()}
     missing, unexpected = nn_load(model, state)
     if missing or unexpected:
-        raise CodecError(f"weights file {path} does not fit the learned-intra model: missing "
-                         f"{missing[:5]}, unexpected {list(unexpected)[:5]}")
+        raise CodecError(f"weights file {path} does not fit its model "
+                         f"({type(model).__name__}): missing {missing[:5]}, unexpected "
+                         f"{list(unexpected)[:5]}")
     model.eval()
     tables = obj.get("tables")
     if tables is not None:
@@ -142,6 +164,12 @@ def load_intra_model(path: str | Path | None = None, device: str = "cpu", verify
     else:  # older files: tables rebuilt here (float math; see docs/bitstream.md)
         model.build_tables()
     return model.to(torch.device(device)), sha
+
+
+def load_intra_model(path: str | Path | None = None, device: str = "cpu", verify_hash=True):
+    """-> (IntraModel in eval mode with its coding tables, sha256 of the file)."""
+    return load_model(Path(path) if path else default_path("learned-intra"), device,
+                      "learned-intra", verify_hash)
 
 
 def nn_load(model, state: dict) -> tuple:
@@ -170,9 +198,7 @@ def save_weights(model, path: str | Path, training: dict | None = None,
     # from the fp16 weights as shipped, so that the tables match what decoders load
     tables = None
     if hasattr(model, "build_tables"):
-        from codecflow.codecs.learned.model import build_model
-
-        shipped = build_model(arch)
+        shipped = build_from_architecture(arch)
         nn_load(shipped, {k: v.float() for k, v in sd.items()})
         shipped.build_tables()
         tables = {k: v.detach().cpu().contiguous() for k, v in shipped.coding_tables().items()}

@@ -107,3 +107,30 @@ def test_the_mask_uses_the_condition(trained):
         m = trained(y, c)["mask"]
     assert 0.0 <= float(m.min()) and float(m.max()) <= 1.0
     assert float(m.mean()) > 0.5
+
+
+def test_shipped_like_weights_one_manifest_two_models(tmp_path):
+    """A conditional coder saved next to an intra model: one manifest lists both; each loads
+    by its file (sha256 checked), with its coding tables, and codes bit-exactly."""
+    import json
+
+    from codecflow.codecs.learned.model import build_model
+    from codecflow.codecs.learned.weights import load_model, save_weights
+
+    torch.manual_seed(3)
+    save_weights(build_model({"N": 16, "M": 24}).eval(), tmp_path / "intra.pt",
+                 {"data": ["test"]}, codec="learned-intra")
+    save_weights(ConditionalLatentCoder(M, C, N=16, F_=16).eval(), tmp_path / "cond.pt",
+                 {"data": ["test"]}, codec="learned-stereo")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert {manifest[k]["file"] for k in manifest} == {"intra.pt", "cond.pt"}
+    intra, _ = load_model(tmp_path / "intra.pt", codec="learned-intra")
+    coder, sha = load_model(tmp_path / "cond.pt", codec="learned-stereo")
+    assert type(coder).__name__ == "ConditionalLatentCoder" and sha == manifest[
+        "learned-stereo"]["sha256"]
+    assert type(intra).__name__ == "IntraModel"
+    y = _latents(1, 5)
+    nbytes, _ = _code(coder, y, _as_condition(y))
+    again, _ = load_model(tmp_path / "cond.pt", codec="learned-stereo")
+    assert torch.equal(again.exact(C_FRAC).ep.ops[0].w, coder.exact(C_FRAC).ep.ops[0].w)
+    assert nbytes > 0
