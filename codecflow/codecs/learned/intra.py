@@ -22,45 +22,40 @@ same on every machine. Version 1 payloads (float entropy parameters) are refused
 from __future__ import annotations
 
 import struct
-import zlib
 
 import numpy as np
 
 from codecflow.codecs import colour
 from codecflow.data import Frame, StreamInfo
 from codecflow.codecs.base import PictureCodec
+from codecflow.codecs.learned import payload as layout
 from codecflow.codecs.registry import CodecSpec, register
 from codecflow.errors import CodecError, SymbolMismatch
 
 MAGIC = 0x4C
 PAYLOAD_VERSION = 2
-_HEAD = struct.Struct("<BBBHHIIII")
-_CRC = struct.Struct("<I")
-HEADER_BYTES = _HEAD.size + _CRC.size
+_HEAD = struct.Struct("<BBBHH")  # format byte, version, q, height, width
+N_STRINGS = 3  # z, y anchors, y non-anchors
 MAX_SIDE = 65535
 
 
 def pack_payload(q: int, h: int, w: int, strings: list, symbols_crc: int) -> bytes:
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise CodecError(f"learned-intra: picture {w}x{h} is outside 1..{MAX_SIDE} per side")
-    head = _HEAD.pack(MAGIC, PAYLOAD_VERSION, q, h, w, *(len(s) for s in strings),
-                      symbols_crc)
-    body = b"".join(bytes(s) for s in strings)
-    crc = zlib.crc32(body, zlib.crc32(head)) & 0xFFFFFFFF
-    return head + _CRC.pack(crc) + body
+    return layout.pack(_HEAD.pack(MAGIC, PAYLOAD_VERSION, q, h, w), strings, symbols_crc)
 
 
-def unpack_payload(payload: bytes) -> tuple:
+def unpack_payload(data: bytes) -> tuple:
     """-> (q, h, w, [strings], symbols CRC). Raises CodecError on anything malformed."""
-    payload = bytes(payload)
+    data = bytes(data)
     what = "learned-intra"
-    if len(payload) >= 2 and payload[0] == MAGIC and payload[1] == 1:
+    if len(data) >= 2 and data[0] == MAGIC and data[1] == 1:
         raise CodecError(f"{what} payload version 1 (float entropy parameters, made before "
                          f"exact decoding) is not supported; re-encode the source")
-    if len(payload) < HEADER_BYTES:
-        raise CodecError(f"{what} payload truncated: {len(payload)} bytes, the header alone "
-                         f"needs {HEADER_BYTES}")
-    m, ver, q, h, w, lz, la, ln, sym_crc = _HEAD.unpack_from(payload, 0)
+    if len(data) < _HEAD.size:
+        raise CodecError(f"{what} payload truncated: {len(data)} bytes, the header alone "
+                         f"needs more")
+    m, ver, q, h, w = _HEAD.unpack_from(data, 0)
     if m != MAGIC:
         raise CodecError(f"{what} payload: bad format byte 0x{m:02x} (expected 0x{MAGIC:02x}); "
                          f"not a {what} picture")
@@ -69,17 +64,7 @@ def unpack_payload(payload: bytes) -> tuple:
                          f"version {PAYLOAD_VERSION})")
     if q > 63 or h == 0 or w == 0:
         raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}")
-    need = HEADER_BYTES + lz + la + ln
-    if len(payload) != need:
-        kind = "truncated" if len(payload) < need else "has trailing bytes"
-        raise CodecError(f"{what} payload {kind}: header announces {need} bytes, got "
-                         f"{len(payload)}")
-    (crc,) = _CRC.unpack_from(payload, _HEAD.size)
-    body = payload[HEADER_BYTES:]
-    got = zlib.crc32(body, zlib.crc32(payload[:_HEAD.size])) & 0xFFFFFFFF
-    if got != crc:
-        raise CodecError(f"{what} payload corrupt: CRC-32 {got:08x} != {crc:08x} in its header")
-    strings = [body[:lz], body[lz:lz + la], body[lz + la:]]
+    strings, sym_crc = layout.unpack(data, _HEAD.size, N_STRINGS, True, what)
     return q, h, w, strings, sym_crc
 
 

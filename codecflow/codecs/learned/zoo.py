@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import socket
 import struct
-import zlib
 
 import numpy as np
 
 from codecflow.codecs import colour
 from codecflow.data import Frame, StreamInfo
 from codecflow.codecs.base import PictureCodec
+from codecflow.codecs.learned import payload as layout
 from codecflow.codecs.learned.intra import resolve_device
 from codecflow.codecs.registry import CodecSpec, register
 from codecflow.errors import CodecError
@@ -31,7 +31,6 @@ from codecflow.errors import CodecError
 MAGIC = 0x5A
 VERSION = 1
 _HEAD = struct.Struct("<BBBBHHHHB")
-_U32 = struct.Struct("<I")
 STRIDE = 64
 DOWNLOAD_TIMEOUT_S = 10.0
 
@@ -66,12 +65,8 @@ def _load_zoo_model(name: str, quality: int):
 
 
 def pack(q, quality, h, w, shape, strings) -> bytes:
-    head = _HEAD.pack(MAGIC, VERSION, q, quality, h, w, int(shape[0]), int(shape[1]),
-                      len(strings))
-    head += b"".join(_U32.pack(len(s)) for s in strings)
-    body = b"".join(bytes(s) for s in strings)
-    crc = zlib.crc32(body, zlib.crc32(head)) & 0xFFFFFFFF
-    return head + _U32.pack(crc) + body
+    return layout.pack(_HEAD.pack(MAGIC, VERSION, q, quality, h, w, int(shape[0]),
+                                  int(shape[1]), len(strings)), strings)
 
 
 def unpack(payload: bytes):
@@ -85,23 +80,7 @@ def unpack(payload: bytes):
                          f"0x{MAGIC:02x}); not a zoo-codec picture")
     if ver != VERSION:
         raise CodecError(f"compressai payload version {ver} not supported (reads {VERSION})")
-    pos = _HEAD.size
-    if len(payload) < pos + 4 * n + 4:
-        raise CodecError("compressai payload truncated inside its header")
-    lens = [_U32.unpack_from(payload, pos + 4 * i)[0] for i in range(n)]
-    pos += 4 * n
-    (crc,) = _U32.unpack_from(payload, pos)
-    pos += 4
-    if len(payload) != pos + sum(lens):
-        raise CodecError(f"compressai payload length {len(payload)} != {pos + sum(lens)} "
-                         f"announced by its header (truncated or padded)")
-    got = zlib.crc32(payload[pos:], zlib.crc32(payload[:pos - 4])) & 0xFFFFFFFF
-    if got != crc:
-        raise CodecError(f"compressai payload corrupt: CRC-32 {got:08x} != {crc:08x}")
-    strings = []
-    for n_ in lens:
-        strings.append(payload[pos:pos + n_])
-        pos += n_
+    strings, _ = layout.unpack(payload, _HEAD.size, n, False, "compressai")
     return q, quality, h, w, (sh, sw), strings
 
 

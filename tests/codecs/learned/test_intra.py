@@ -118,15 +118,16 @@ def test_reconstruction_mismatch_with_verified_symbols(codec, caplog):
         decode_checked(codec, coded.records, info, "frame", strict=True)
 
 
+SYMBOLS_CRC_AT, CRC_AT = 19, 23  # docs/bitstream.md, "learned-intra payload"
+
+
 def _with_symbols_crc(payload: bytes, new_crc: int) -> bytes:
     import struct
     import zlib
 
-    from codecflow.codecs.learned.intra import _HEAD
-
-    head = bytearray(payload[:_HEAD.size])
-    struct.pack_into("<I", head, _HEAD.size - 4, new_crc)
-    body = payload[_HEAD.size + 4:]
+    head = bytearray(payload[:CRC_AT])
+    struct.pack_into("<I", head, SYMBOLS_CRC_AT, new_crc)
+    body = payload[CRC_AT + 4:]
     crc = zlib.crc32(body, zlib.crc32(bytes(head))) & 0xFFFFFFFF
     return bytes(head) + struct.pack("<I", crc) + body
 
@@ -137,7 +138,7 @@ def test_symbol_mismatch_is_an_error_naming_the_frame(codec):
     info = StreamInfo(width=40, height=24, pix_fmt="rgb24")
     coded = codec.encode(_unit([Frame.rgb(_image(24, 40))], info))
     rec = coded.records[0]
-    (sym,) = __import__("struct").unpack_from("<I", rec.payload, 19)
+    (sym,) = __import__("struct").unpack_from("<I", rec.payload, SYMBOLS_CRC_AT)
     rec.payload = _with_symbols_crc(rec.payload, sym ^ 0x10)
     with pytest.raises(SymbolMismatch, match="decoded latents differ"):
         decode_checked(codec, coded.records, info, "frame")
