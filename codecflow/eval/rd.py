@@ -43,6 +43,7 @@ from codecflow.codecs.container import (CflReader, CflWriter, header_stream_info
 from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecflowError, SourceError
 from codecflow import media
+from codecflow.stages.framing import frame_groups
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 POINT_KEYS = ("bpp", "psnr_rgb", "psnr_yuv", "psnr_y", "enc_s", "dec_s")
@@ -140,12 +141,11 @@ def load_source(src: Source, matrix: str, rng: str, unit_kind: str, gop: int):
 
 
 def make_units(frames: list, info: StreamInfo, stream: str) -> list[Unit]:
-    size = info.gop if info.unit_kind == "gop" else 1
-    units = []
-    for k, start in enumerate(range(0, len(frames), size)):
-        units.append(Unit(info.unit_kind, k, stream, frames[start:start + size], info,
-                          pts=start / info.fps, first_frame=start, index=k))
-    return units
+    """The pipeline's framing (stages/framing.py) of a mono sequence into units."""
+    instants = ([f] for f in frames)
+    return [Unit(info.unit_kind, k, stream, group, info, pts=first / info.fps,
+                 first_frame=first, index=k)
+            for group, first, k in frame_groups(instants, info.unit_kind, info.gop)]
 
 
 def unit_kind_for(codec_name: str, sequence: bool) -> str:
