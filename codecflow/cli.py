@@ -34,7 +34,7 @@ def cmd_run(args) -> int:
 
 def cmd_validate(args) -> int:
     from codecflow.pipeline.config import load_config  # noqa: PLC0415
-    from codecflow.stages.sources.base import source_class  # noqa: PLC0415
+    from codecflow.pipeline.sources import source_class  # noqa: PLC0415
 
     cfg = load_config(args.config, args.overrides)
     source = source_class(cfg.source_type)(cfg.source_config, cfg.mode)  # opens: checks inputs

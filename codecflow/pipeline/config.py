@@ -18,8 +18,8 @@ from codecflow.codecs import registry
 from codecflow.errors import CodecError, ConfigError
 from codecflow.pipeline import schema
 from codecflow.pipeline.schema import choice, number
+from codecflow.pipeline.sources import source_class, source_views
 
-STEREO_SOURCES = ("stereo_rig", "stereo_images", "synthetic_stereo")
 
 
 @dataclass
@@ -92,7 +92,7 @@ class PipelineConfig:
 
     @property
     def views(self) -> int:
-        return 2 if self.source_type in STEREO_SOURCES else 1
+        return source_views(self.source_type)
 
     @property
     def unit_kind(self) -> str:
@@ -154,8 +154,6 @@ def read_yaml(path: str) -> dict:
 
 def validate_source(source: dict):
     """Parse the source section with its type's Config; returns the typed config."""
-    from codecflow.stages.sources.base import source_class  # no torch there
-
     if not isinstance(source, dict):
         raise ConfigError(f"source: expected a map, got {source!r}")
     if "type" not in source:

@@ -36,7 +36,7 @@ def codec_for_header(h: dict, path: str, device: str = "cpu"):
 
 def _reference_source(ref: str, stream: str, info: StreamInfo):
     """Open the source frames a stream was coded from: a file, or a folder holding them."""
-    from codecflow.stages.sources.base import source_class  # noqa: PLC0415
+    from codecflow.pipeline.sources import source_class  # noqa: PLC0415
 
     path = ref
     if os.path.isdir(ref):

@@ -22,7 +22,7 @@ from codecflow.errors import CodecflowError
 from codecflow.pipeline import protocol, transport
 from codecflow.pipeline.stage import EXIT_FAILED, EXIT_OK, StopFlag
 from codecflow.stages.framing import frame_groups, stream_info_for
-from codecflow.stages.sources.base import source_class
+from codecflow.pipeline.sources import source_class
 from codecflow.stages.unit_queue import UnitQueue
 
 log = logging.getLogger("codecflow.source")

@@ -1,4 +1,5 @@
-"""Sources: raw YUV, video files (PyAV), cameras, stereo rigs, image folders, synthetic scenes."""
-from codecflow.stages.sources.base import SOURCE_TYPES, Source, SourceStream, source_class
+"""Sources: raw YUV, video files (PyAV), cameras, stereo rigs, image folders, synthetic scenes.
+The types a config may name are listed in `codecflow.pipeline.sources`."""
+from codecflow.stages.sources.base import Source, SourceStream
 
-__all__ = ["SOURCE_TYPES", "Source", "SourceStream", "source_class"]
+__all__ = ["Source", "SourceStream"]

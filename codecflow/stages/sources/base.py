@@ -8,12 +8,10 @@ codecflow.pipeline.schema) and is built as ``SourceClass(config, mode)`` where m
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from codecflow.data import StreamInfo
-from codecflow.errors import ConfigError
 
 
 @dataclass
@@ -39,24 +37,3 @@ class Source:
 
     def close(self) -> None:
         pass
-
-
-# type name -> "module:Class"
-SOURCE_TYPES = {
-    "yuv": "codecflow.stages.sources.yuv:YuvSource",
-    "video": "codecflow.stages.sources.video:VideoFileSource",
-    "camera": "codecflow.stages.sources.camera:CameraSource",
-    "stereo_rig": "codecflow.stages.sources.stereo_rig:StereoRigSource",
-    "images": "codecflow.stages.sources.images:ImageFolderSource",
-    "stereo_images": "codecflow.stages.sources.images:StereoImageFolderSource",
-    "synthetic_video": "codecflow.stages.sources.synthetic:SyntheticVideoSource",
-    "synthetic_stereo": "codecflow.stages.sources.synthetic:SyntheticStereoSource",
-}
-
-
-def source_class(type_name: str):
-    if type_name not in SOURCE_TYPES:
-        raise ConfigError(f"source.type: must be one of {', '.join(sorted(SOURCE_TYPES))}; "
-                          f"got {type_name!r}")
-    module, cls = SOURCE_TYPES[type_name].split(":")
-    return getattr(importlib.import_module(module), cls)

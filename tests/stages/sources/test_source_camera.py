@@ -9,7 +9,7 @@ import pytest
 from codecflow.data import Frame
 from codecflow.errors import ConfigError, SourceError
 from codecflow.pipeline import schema
-from codecflow.stages.sources.base import source_class
+from codecflow.pipeline.sources import source_class
 from codecflow.stages.sources.camera import CameraSource
 from codecflow.stages.sources.video import write_video_file
 

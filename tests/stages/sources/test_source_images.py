@@ -9,7 +9,7 @@ import pytest
 
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
-from codecflow.stages.sources.base import source_class
+from codecflow.pipeline.sources import source_class
 from codecflow.stages.sources.images import (ImageFolderSource, StereoImageFolderSource,
                                              image_size)
 

@@ -8,7 +8,7 @@ import pytest
 
 from codecflow.errors import ConfigError
 from codecflow.pipeline import schema
-from codecflow.stages.sources.base import source_class
+from codecflow.pipeline.sources import source_class
 from codecflow.stages.sources.synthetic import (Scene, SyntheticStereoSource,
                                                 SyntheticVideoSource, render_stereo_pair)
 

@@ -8,7 +8,7 @@ import pytest
 from codecflow.data import Frame, chroma_size
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
-from codecflow.stages.sources.base import source_class
+from codecflow.pipeline.sources import source_class
 from codecflow.stages.sources.video import VideoFileSource, write_video_file
 
 DATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "shared", "data")

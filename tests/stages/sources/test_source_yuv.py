@@ -10,7 +10,7 @@ from codecflow.data import Frame, chroma_size
 from codecflow.errors import ConfigError, SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources import yuv as yuv_mod
-from codecflow.stages.sources.base import source_class
+from codecflow.pipeline.sources import source_class
 from codecflow.media import i420_frame_size, parse_yuv_name, write_i420
 from codecflow.stages.sources.yuv import YuvSource
 
