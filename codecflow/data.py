@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-PIX_FMTS = ("yuv420p", "rgb24")
 UNIT_KINDS = ("frame", "pair", "gop")
 
 # Record flags (see docs/bitstream.md)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
+from codecflow.data import UNIT_KINDS
 from codecflow.errors import CodecError
 
 # Modules holding codec classes; each registers its own specs when imported.
@@ -41,6 +42,11 @@ class CodecSpec:
     #                                  "param": the codec takes a `threads` parameter
     variants: tuple = ()             # for prefix names: the allowed suffixes
     cls: type | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self):
+        if not self.unit_kinds or not set(self.unit_kinds) <= set(UNIT_KINDS):
+            raise ValueError(f"codec {self.name}: unit kinds {self.unit_kinds} not within "
+                             f"{UNIT_KINDS}")
 
     def default_unit_kind(self, views: int) -> str:
         if views == 2:

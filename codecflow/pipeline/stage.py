@@ -10,7 +10,6 @@ import threading
 
 EXIT_OK = 0
 EXIT_FAILED = 3  # the stage failed (message logged)
-EXIT_INTERRUPTED = 4  # stopped by a signal before it could drain
 
 log = logging.getLogger("codecflow")
 

@@ -81,7 +81,6 @@ class Dispatcher:
         self.resend: collections.deque = collections.deque()
         self.next_seq = 0
         self.error: str | None = None
-        self.units_sent = 0
         self.resent = 0
         self.final_acked = False
 
@@ -245,7 +244,6 @@ class Dispatcher:
                         first, index, meta)
             self.inflight[seq] = {"msg": protocol.unit_to_msg(unit, t_read), "worker": None,
                                   "sent": 0.0}
-            self.units_sent += 1
             if not self._send_to_worker(seq):
                 self.resend.append(seq)
             return False
