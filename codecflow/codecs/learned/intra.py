@@ -6,14 +6,15 @@ Payload (see docs/bitstream.md, "learned-intra payload"):
     0      1     magic 0x4C ('L')
     1      1     payload version (2)
     2      1     q (0..63)
-    3      2     original height (u16, little endian)
-    5      2     original width  (u16)
-    7      4     length of the z string (u32)
-    11     4     length of the y-anchor string (u32)
-    15     4     length of the y-non-anchor string (u32)
-    19     4     CRC-32 of the quantised latents the encoder coded (u32)
-    23     4     CRC-32 of bytes 0..22 and the three strings
-    27     ...   z string, y-anchor string, y-non-anchor string (CompressAI rANS)
+    3      1     flags: 0x01 grey picture (R = G = B; decoded to grey)
+    4      2     original height (u16, little endian)
+    6      2     original width  (u16)
+    8      4     length of the z string (u32)
+    12     4     length of the y-anchor string (u32)
+    16     4     length of the y-non-anchor string (u32)
+    20     4     CRC-32 of the quantised latents the encoder coded (u32)
+    24     4     CRC-32 of bytes 0..23 and the three strings
+    28     ...   z string, y-anchor string, y-non-anchor string (CompressAI rANS)
 
 Decoding is exact (integer arithmetic, `exact.py`): the decoded latents and the picture are the
 same on every machine. Version 1 payloads (float entropy parameters) are refused.
@@ -34,19 +35,21 @@ from codecflow.errors import CodecError, SymbolMismatch
 
 MAGIC = 0x4C
 PAYLOAD_VERSION = 2
-_HEAD = struct.Struct("<BBBHH")  # format byte, version, q, height, width
+_HEAD = struct.Struct("<BBBBHH")  # format byte, version, q, flags, height, width
+FLAG_GREY = 0x01
 N_STRINGS = 3  # z, y anchors, y non-anchors
 MAX_SIDE = 65535
 
 
-def pack_payload(q: int, h: int, w: int, strings: list, symbols_crc: int) -> bytes:
+def pack_payload(q: int, h: int, w: int, strings: list, symbols_crc: int,
+                 flags: int = 0) -> bytes:
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise CodecError(f"learned-intra: picture {w}x{h} is outside 1..{MAX_SIDE} per side")
-    return layout.pack(_HEAD.pack(MAGIC, PAYLOAD_VERSION, q, h, w), strings, symbols_crc)
+    return layout.pack(_HEAD.pack(MAGIC, PAYLOAD_VERSION, q, flags, h, w), strings, symbols_crc)
 
 
 def unpack_payload(data: bytes) -> tuple:
-    """-> (q, h, w, [strings], symbols CRC). Raises CodecError on anything malformed."""
+    """-> (q, h, w, [strings], symbols CRC, flags). Raises CodecError on anything malformed."""
     data = bytes(data)
     what = "learned-intra"
     if len(data) >= 2 and data[0] == MAGIC and data[1] == 1:
@@ -55,21 +58,34 @@ def unpack_payload(data: bytes) -> tuple:
     if len(data) < _HEAD.size:
         raise CodecError(f"{what} payload truncated: {len(data)} bytes, the header alone "
                          f"needs more")
-    m, ver, q, h, w = _HEAD.unpack_from(data, 0)
+    m, ver, q, flags, h, w = _HEAD.unpack_from(data, 0)
     if m != MAGIC:
         raise CodecError(f"{what} payload: bad format byte 0x{m:02x} (expected 0x{MAGIC:02x}); "
                          f"not a {what} picture")
     if ver != PAYLOAD_VERSION:
         raise CodecError(f"{what} payload version {ver} is not supported (this decoder reads "
                          f"version {PAYLOAD_VERSION})")
-    if q > 63 or h == 0 or w == 0:
-        raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}")
+    if q > 63 or h == 0 or w == 0 or flags & ~FLAG_GREY:
+        raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}, "
+                         f"flags 0x{flags:02x}")
     strings, sym_crc = layout.unpack(data, _HEAD.size, N_STRINGS, True, what)
-    return q, h, w, strings, sym_crc
+    return q, h, w, strings, sym_crc, flags
 
 
-def _to_rgb(picture, h: int, w: int) -> np.ndarray:
-    return np.ascontiguousarray(picture[0, :, :h, :w].permute(1, 2, 0).cpu().numpy())
+def _to_rgb(picture, h: int, w: int, grey: bool) -> np.ndarray:
+    """The synthesis output (1 x 3 x Hp x Wp uint8) cropped to H x W, as H x W x 3 RGB. A grey
+    picture comes back grey: every channel is the rounded mean of the three (exact integers),
+    so no colour noise appears where the source had none."""
+    rgb = np.ascontiguousarray(picture[0, :, :h, :w].permute(1, 2, 0).cpu().numpy())
+    if grey:
+        mean = (rgb.astype(np.uint16).sum(axis=2) + 1) // 3
+        rgb = np.repeat(mean.astype(np.uint8)[..., None], 3, axis=2)
+    return rgb
+
+
+def is_grey(rgb: np.ndarray) -> bool:
+    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and
+                np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
 def encode_rgb(model, rgb: np.ndarray, q: int) -> tuple:
@@ -88,7 +104,9 @@ def encode_rgb(model, rgb: np.ndarray, q: int) -> tuple:
     with torch.no_grad():
         out = model.compress(x, int(q))
         picture = model.exact().synthesize(out["y16"], int(q))
-    return pack_payload(int(q), h, w, out["strings"], out["symbols_crc"]), _to_rgb(picture, h, w)
+    grey = is_grey(rgb)
+    return (pack_payload(int(q), h, w, out["strings"], out["symbols_crc"],
+                         FLAG_GREY if grey else 0), _to_rgb(picture, h, w, grey))
 
 
 def decode_rgb(model, payload: bytes, where: str = "") -> np.ndarray:
@@ -98,7 +116,7 @@ def decode_rgb(model, payload: bytes, where: str = "") -> np.ndarray:
 
     from codecflow.codecs.learned.model import STRIDE
 
-    q, h, w, strings, sym_crc = unpack_payload(payload)
+    q, h, w, strings, sym_crc, flags = unpack_payload(payload)
     hp, wp = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
     try:
         with torch.no_grad():
@@ -112,7 +130,7 @@ def decode_rgb(model, payload: bytes, where: str = "") -> np.ndarray:
             f"incompatible codec version")
     with torch.no_grad():
         picture = model.exact().synthesize(y16, q)
-    return _to_rgb(picture, h, w)
+    return _to_rgb(picture, h, w, bool(flags & FLAG_GREY))
 
 
 def resolve_device(device: str) -> str:

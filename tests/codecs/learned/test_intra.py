@@ -118,7 +118,7 @@ def test_reconstruction_mismatch_with_verified_symbols(codec, caplog):
         decode_checked(codec, coded.records, info, "frame", strict=True)
 
 
-SYMBOLS_CRC_AT, CRC_AT = 19, 23  # docs/bitstream.md, "learned-intra payload"
+SYMBOLS_CRC_AT, CRC_AT = 20, 24  # docs/bitstream.md, "learned-intra payload"
 
 
 def _with_symbols_crc(payload: bytes, new_crc: int) -> bytes:
@@ -216,3 +216,18 @@ def test_monotonic_rate_position_helpers(rand_weights):
     assert lams == sorted(lams)
     assert lams[0] == pytest.approx(model.lambdas[0]) and lams[-1] == pytest.approx(
         model.lambdas[-1], rel=1e-5)
+
+
+def test_grey_in_grey_out(codec):
+    """R = G = B in: flagged in the payload, decoded with no colour at all."""
+    from codecflow.codecs.learned.intra import FLAG_GREY
+
+    img = _image(40, 56, seed=4)
+    grey = np.repeat(img.mean(axis=2).astype(np.uint8)[..., None], 3, axis=2)
+    info = StreamInfo(width=56, height=40, pix_fmt="rgb24")
+    coded = codec.encode(_unit([Frame.rgb(grey)], info))
+    assert coded.records[0].payload[3] & FLAG_GREY
+    out = decode_checked(codec, coded.records, info, "frame", strict=True)[0].planes[0]
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+    colour_coded = codec.encode(_unit([Frame.rgb(img)], info))
+    assert not colour_coded.records[0].payload[3] & FLAG_GREY
