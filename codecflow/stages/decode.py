@@ -105,6 +105,13 @@ def decode_file(path: str, output: str | None, reference: str | None = None,
                                              f"{path}")
                         rows.append(frame_psnr(src, pic, info.matrix, info.range))
                 frames += len(pics) // info.views
+        except CodecflowError:
+            if writer and frames == 0:  # nothing decoded: leave no empty output files behind
+                writer.close()
+                for p in writer.paths:
+                    if os.path.isfile(p) and os.path.getsize(p) == 0:
+                        os.remove(p)
+            raise
         finally:
             if writer:
                 writer.close()
