@@ -111,15 +111,14 @@ def _command() -> str:
 
 def export(run_dir: str | Path, out: str | Path) -> dict:
     """Checkpoint of a run -> fp16 weights file + manifest entry. Returns the entry."""
-    import torch
-
     from codecflow.codecs.learned import weights as W
     from codecflow.codecs.learned.model import build_model
+    from codecflow.training.loop import load_checkpoint
 
     ckpt = Path(run_dir) / "checkpoint.pt"
     if not ckpt.is_file():
         raise SystemExit(f"no checkpoint at {ckpt}: train first")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt)
     cfg = state["config"]
     model = build_model(cfg["arch"])
     model.load_state_dict(state["model"])

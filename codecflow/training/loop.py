@@ -52,6 +52,16 @@ def lr_at(step: int, cfg: dict, time_frac: float | None = None) -> float:
     return lr
 
 
+def load_checkpoint(path) -> dict:
+    """A run's checkpoint, loaded with ``weights_only=True`` (tensors and plain Python data
+    only: a checkpoint cannot run code). Older checkpoints stored torch's version as a
+    TorchVersion (a str subclass): allowed explicitly."""
+    from torch.torch_version import TorchVersion
+
+    with torch.serialization.safe_globals([TorchVersion]):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -108,7 +118,7 @@ def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dic
     rewarm = bool(cfg.get("rewarm"))
     state = None
     if ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt_path)
         old = dict(state["config"])
         for k in OVERRIDABLE + tuple(task.overridable):
             if k in cfg:
@@ -170,7 +180,7 @@ def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dic
         save_atomic({"model": model.state_dict(), "opt": opt.state_dict(),
                      "aux_opt": aux_opt.state_dict(), "step": step, "elapsed": elapsed,
                      "rng": _rng_state(np_rng), "config": cfg,
-                     "device": dev_name, "torch": torch.__version__}, ckpt_path)
+                     "device": dev_name, "torch": str(torch.__version__)}, ckpt_path)
 
     all_params = [p for g in opt.param_groups for p in g["params"]] + \
         [p for g in aux_opt.param_groups for p in g["params"]]

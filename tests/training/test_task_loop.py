@@ -57,7 +57,7 @@ def test_conditional_task_trains_resumes_and_validates(tmp_path):
     res = run(ConditionalLatentTask(d["y"], d["c"], val=val), dict(cfg))
     assert res["step"] == 3
     run(ConditionalLatentTask(d["y"], d["c"], val=val), {**cfg, "steps": 5})
-    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert ck["step"] == 5 and ck["config"]["task"] == "conditional-latent"
     assert ck["config"]["arch"]["M"] == 8
     logs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

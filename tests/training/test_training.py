@@ -15,7 +15,7 @@ ARGS = ["--synthetic", "--crop", "64", "--batch", "2", "--val-every", "0", "--th
 
 
 def _step(run_dir):
-    return int(torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"])
+    return int(torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"])
 
 
 def test_resume_and_export(tmp_path):
@@ -26,7 +26,7 @@ def test_resume_and_export(tmp_path):
     assert _step(run) == 4
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
-    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert len(ck["config"]["commands"]) == 2 and ck["elapsed"] > 0
 
     out = tmp_path / "weights" / "learned_intra.pt"
@@ -54,7 +54,7 @@ def test_resume_and_export(tmp_path):
     run2 = tmp_path / "run2"
     assert image.main(["--run-dir", str(run2), "--steps", "6", "--init-from", str(out)]
                       + ARGS) == 0
-    ck2 = torch.load(run2 / "checkpoint.pt", weights_only=False)
+    ck2 = torch.load(run2 / "checkpoint.pt", weights_only=True)
     assert ck2["step"] == 6 and ck2["config"]["warmup_from"] == 4
     assert len(ck2["config"]["commands"]) == 3
 
@@ -94,7 +94,7 @@ def test_data_parallel_two_processes(tmp_path, capsys):
     assert _step(run) == 3
     steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
-    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ck["config"]["procs"] == 2 and ck["device"] == "cpu (2 processes)"
 
 
@@ -131,7 +131,7 @@ def test_bf16_autocast_data_on_device_and_time_limit(tmp_path):
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["loss"] == r["loss"] and r["pixels_per_s"] > 0 for r in rows)  # not NaN
-    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ck["config"]["amp"] == "bf16" and ck["device"] == "cpu"
     assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())
     assert image.main(["--run-dir", str(run), "--time-limit", "1"] + ARGS) == 0
