@@ -94,7 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_QS})")
     parser.add_argument("--input", action="append", required=True, metavar="PATH",
                         help="image file/folder or NAME_WxH_FPS.yuv file/folder (repeatable)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--out", default="out/eval", metavar="DIR",
+                        help="output folder (default out/eval)")
     parser.add_argument("--anchor", action="append", default=None, metavar="CODEC",
                         help="BD-rate reference: a swept codec or published:NAME (repeatable; "
                              "default jpeg when swept)")

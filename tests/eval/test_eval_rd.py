@@ -215,3 +215,15 @@ def test_eval_cli_yuv_has_no_default_published(tmp_path):
     assert data["published_dir"] is None and data["bdrate"] == []
     assert data["codecs"]["x265"]["per_image"]["tiny_64x48_30"][0]["frames"] == 3
     assert (out / "rd.png").exists()
+
+
+def test_eval_out_has_a_default():
+    """The README's `codecflow eval --codec ... --q ... --input DIR` needs no --out."""
+    import argparse
+
+    from codecflow.eval.cli import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--codec", "jpeg", "--q", "8,16", "--input", "x"])
+    assert args.out == "out/eval"

@@ -24,6 +24,8 @@ a SourceError before the pipeline writes anything.
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 
 from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
@@ -37,6 +39,9 @@ from codecflow.stages.sources.camera import (BACKENDS, CaptureThread, device_lab
 LAYOUTS = ("pair", "side_by_side")
 LIVE_BUFFER = 2  # frames buffered per camera in live mode (bounded staleness, room to pair)
 
+
+
+log = logging.getLogger("codecflow.source")
 
 
 class StereoRigSource(Source):
@@ -85,8 +90,11 @@ class StereoRigSource(Source):
             if c.device is None:
                 raise ConfigError("source.device: required for a side_by_side stereo_rig")
             if c.left is not None or c.right is not None:
-                raise ConfigError("source: 'left'/'right' are for layout 'pair'; a side_by_side "
-                                  "rig uses 'device'")
+                # e.g. configs/stereo_cam.yaml names a pair and the command line switches the
+                # layout: the layout decides which keys count
+                log.warning("stereo_rig: layout side_by_side reads 'device' %s; 'left' (%s) and "
+                            "'right' (%s) are for layout 'pair' and are ignored", c.device,
+                            c.left, c.right)
             self.devices = [normalise_device(c.device)]
         try:
             for dev in self.devices:

@@ -100,6 +100,18 @@ def test_side_by_side_split(tmp_path):
     src.close()
 
 
+def test_side_by_side_ignores_the_pair_keys_of_a_config(tmp_path, caplog):
+    """configs/stereo_cam.yaml names left/right; `--set source.layout=side_by_side --set
+    source.device=...` (the README example) must work, saying what it ignores."""
+    write_video_file(str(tmp_path / "sbs.mkv"), rand_frames(2, 64, 16), fps=30)
+    src = make({"layout": "side_by_side", "device": str(tmp_path / "sbs.mkv"), "left": 0,
+                "right": 1})
+    (st,) = src.streams()
+    assert st.info.views == 2 and len(list(st.frames)) == 2
+    assert "'left' (0) and 'right' (1) are for layout 'pair' and are ignored" in caplog.text
+    src.close()
+
+
 def test_side_by_side_odd_half_width(tmp_path):
     write_video_file(str(tmp_path / "sbs.mkv"), rand_frames(2, 34, 16), fps=30)
     (st,) = make({"layout": "side_by_side", "device": str(tmp_path / "sbs.mkv")}).streams()
