@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+PIX_FMTS = ("yuv420p", "rgb24")
 UNIT_KINDS = ("frame", "pair", "gop")
+# colour matrix and range names (config choices list the default first)
+MATRIX_CHOICES = ("bt709", "bt601")
+RANGE_CHOICES = ("limited", "full")
 
 # Record flags (see docs/bitstream.md)
 FLAG_INTRA = 0x01

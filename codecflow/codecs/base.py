@@ -1,8 +1,8 @@
-"""The codec interface and the codec registry.
+"""The codec interface (the registry is `registry.py`; the contract is docs/codecs.md).
 
-A codec turns a `Unit` (codecflow/data.py) into a `CodedUnit`: one `Record` per frame (per pair
-for stereo) plus the reconstruction the decoder will produce, and turns records back into
-frames. Stages never know which codec they run: they call `registry.create_codec(name, ...)` and read
+A codec turns a `Unit` (codecflow/data.py) into a `CodedUnit`: one `Record` per picture and
+layer, plus the reconstruction the decoder will produce, and turns records back into pictures.
+Stages never know which codec they run: they call `registry.create_codec(name, ...)` and read
 the codec's `registry.CodecSpec`.
 """
 
@@ -20,8 +20,8 @@ class Codec:
     """Interface shared by classical and learned codecs.
 
     Subclasses are declared with `registry.register(CodecSpec(...))` (which sets ``spec``,
-    ``name`` and ``unit_kinds``), set ``version`` and implement `encode` and `decode`. ``q`` is 0..63 for every codec:
-    higher q = higher quality, more bytes.
+    ``name`` and ``unit_kinds``), set ``version`` and implement `encode` and `decode`. ``q`` is
+    0..63 for every codec: higher q = higher quality, more bytes.
     """
 
     name: str = ""

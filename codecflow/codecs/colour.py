@@ -10,14 +10,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from codecflow.data import Frame, chroma_size
+from codecflow.data import RANGE_CHOICES, Frame, chroma_size
 from codecflow.errors import ConfigError
 
 MATRICES = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
-RANGES = ("limited", "full")
-# config choices (the default first): the one home of the matrix and range names
-MATRIX_CHOICES = ("bt709", "bt601")
-RANGE_CHOICES = RANGES
+RANGES = RANGE_CHOICES
 
 
 def _coeffs(matrix: str):

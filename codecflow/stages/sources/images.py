@@ -23,8 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codecflow.data import Frame, StreamInfo
-from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
+from codecflow.data import MATRIX_CHOICES, RANGE_CHOICES, Frame, StreamInfo
 from codecflow.media import IMAGE_EXTS
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema

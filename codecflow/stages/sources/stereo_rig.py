@@ -28,8 +28,7 @@ import logging
 
 from dataclasses import dataclass
 
-from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
-from codecflow.data import StreamInfo
+from codecflow.data import MATRIX_CHOICES, RANGE_CHOICES, StreamInfo
 from codecflow.errors import ConfigError, SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream

@@ -34,8 +34,7 @@ import cv2
 import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
-from codecflow.data import Frame, StreamInfo, chroma_size
+from codecflow.data import MATRIX_CHOICES, RANGE_CHOICES, Frame, StreamInfo, chroma_size
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream
 

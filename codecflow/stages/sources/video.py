@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codecflow.data import Frame, StreamInfo
-from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
+from codecflow.data import MATRIX_CHOICES, RANGE_CHOICES, Frame, StreamInfo
 from codecflow.errors import SourceError
 from codecflow.pipeline import schema
 from codecflow.stages.sources.base import Source, SourceStream

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codecflow.codecs.colour import MATRIX_CHOICES, RANGE_CHOICES
-from codecflow.data import StreamInfo
+from codecflow.data import MATRIX_CHOICES, RANGE_CHOICES, StreamInfo
 from codecflow.errors import SourceError
 from codecflow.media import i420_frame_size, parse_yuv_name, split_i420
 from codecflow.pipeline import schema
