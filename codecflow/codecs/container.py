@@ -21,7 +21,8 @@ from typing import BinaryIO, Iterator
 
 import msgpack
 
-from codecflow.data import FLAG_ENH_LAYER, FLAG_UNIT_END, FLAG_VIEW_RIGHT, Record, StreamInfo
+from codecflow.data import (FLAG_ENH_LAYER, FLAG_UNIT_END, FLAG_VIEW_RIGHT, MATRIX_CHOICES,
+                            PIX_FMTS, RANGE_CHOICES, UNIT_KINDS, Record, StreamInfo)
 from codecflow.errors import ContainerError
 
 MAGIC = b"\x89CFL\r\n\x1a\n"
@@ -57,6 +58,56 @@ def stream_header(info: StreamInfo, codec_fields: dict, stream: str) -> dict:
 def header_stream_info(header: dict) -> StreamInfo:
     """The StreamInfo a file header describes. The only place a header is read back."""
     return StreamInfo(**{k: header[k] for k in STREAM_KEYS})
+
+
+MAX_SIDE = 65535
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# key -> (what it must be, check)
+_HEADER_CHECKS = {
+    "codec": ("a non-empty string", lambda v: isinstance(v, str) and v != ""),
+    "codec_version": ("a string", lambda v: isinstance(v, str)),
+    "weights": ("a string", lambda v: isinstance(v, str)),
+    "q": ("an integer 0..63", lambda v: _is_int(v) and 0 <= v <= 63),
+    "width": (f"an integer 1..{MAX_SIDE}", lambda v: _is_int(v) and 1 <= v <= MAX_SIDE),
+    "height": (f"an integer 1..{MAX_SIDE}", lambda v: _is_int(v) and 1 <= v <= MAX_SIDE),
+    "views": ("1 or 2", lambda v: _is_int(v) and v in (1, 2)),
+    "pix_fmt": (" or ".join(PIX_FMTS), lambda v: v in PIX_FMTS),
+    "matrix": (" or ".join(MATRIX_CHOICES), lambda v: v in MATRIX_CHOICES),
+    "range": (" or ".join(RANGE_CHOICES), lambda v: v in RANGE_CHOICES),
+    "fps": ("a number > 0", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+            and 0 < v < 1e6),
+    "unit_kind": (" or ".join(UNIT_KINDS), lambda v: v in UNIT_KINDS),
+    "gop": ("an integer 1..65535", lambda v: _is_int(v) and 1 <= v <= 65535),
+}
+
+
+def check_header(header, where: str) -> dict:
+    """The file header, every field checked: a ContainerError naming the key, what it must be
+    and what it is (never a KeyError or TypeError from deeper down)."""
+    if not isinstance(header, dict):
+        raise ContainerError(f"{where}: file header is not a map (got {type(header).__name__})")
+    for key, (what, ok) in _HEADER_CHECKS.items():
+        if key not in header:
+            raise ContainerError(f"{where}: file header lacks {key!r} (must be {what})")
+        try:
+            good = ok(header[key])
+        except TypeError:  # e.g. an unhashable value tested for membership
+            good = False
+        if not good:
+            raise ContainerError(f"{where}: file header {key!r} must be {what}, got "
+                                 f"{header[key]!r:.60}")
+    if "stream" in header and not isinstance(header["stream"], str):
+        raise ContainerError(f"{where}: file header 'stream' must be a string, got "
+                             f"{header['stream']!r:.60}")
+    if (header["unit_kind"] == "pair") != (header["views"] == 2):
+        raise ContainerError(f"{where}: file header unit_kind {header['unit_kind']!r} does not "
+                             f"fit views {header['views']}")
+    return header
 
 
 def encode_header(header: dict) -> bytes:
@@ -146,7 +197,13 @@ class CflReader:
             self._f: BinaryIO = open(self.path, "rb")
         except FileNotFoundError:
             raise ContainerError(f"{self.path}: no such file") from None
-        self.header = self._read_header()
+        except OSError as e:
+            raise ContainerError(f"{self.path}: cannot open ({e.strerror})") from None
+        try:
+            self.header = self._read_header()
+        except BaseException:
+            self._f.close()
+            raise
         self.status = ReadStatus()
 
     def close(self) -> None:
@@ -178,7 +235,12 @@ class CflReader:
             raise ContainerError(f"{self.path}: file header is truncated")
         if zlib.crc32(blob) != _CRC.unpack(crc)[0]:
             raise ContainerError(f"{self.path}: file header is corrupt (CRC mismatch)")
-        return msgpack.unpackb(blob, raw=False)
+        try:
+            header = msgpack.unpackb(blob, raw=False)
+        except Exception as e:  # noqa: BLE001 - msgpack raises several kinds
+            raise ContainerError(f"{self.path}: file header is not valid msgpack "
+                                 f"({type(e).__name__}: {e})") from None
+        return check_header(header, self.path)
 
     def _read_record(self):
         """-> (type, unit, Record) or None at a clean end of file; sets status.error on damage."""
@@ -212,20 +274,29 @@ class CflReader:
 
     def units(self, max_layer: int | None = None) -> Iterator[tuple[int, list[Record]]]:
         """Yield (unit number, records) for each whole unit, in file order. With
-        ``max_layer``, records of higher layers are skipped (read past, never decoded)."""
+        ``max_layer``, records of higher layers are skipped (read past, never decoded).
+
+        Order is checked, not trusted: units must be numbered 0, 1, 2, ... and each unit's
+        frame indexes must continue where the previous unit's ended (a unit missing, swapped
+        or repeated stops the reader there), and the end record's counts must match what was
+        read; otherwise the file is not complete and `status.error` says why."""
         pending: list[Record] = []
         current = None
+        next_frame = 0
         while True:
             item = self._read_record()
             if item is None:
                 break
             rtype, unit, rec = item
             if rtype == REC_END:
-                self.status.complete = True
-                self.status.end = msgpack.unpackb(rec.payload, raw=False)
+                self._check_end(rec.payload, next_frame)
                 break
             if rtype != REC_CODED:
                 self.status.error = f"unknown record type {rtype}"
+                break
+            if current is None and unit != self.status.units:
+                self.status.error = (f"unit {unit} where unit {self.status.units} was expected "
+                                     f"(units missing, swapped or repeated)")
                 break
             if current is not None and unit != current:
                 self.status.error = f"unit {current} is missing its last record"
@@ -233,6 +304,12 @@ class CflReader:
             current = unit
             pending.append(rec)
             if rec.flags & FLAG_UNIT_END:
+                why = self._unit_order_error(pending, next_frame)
+                if why:
+                    self.status.error = f"unit {unit}: {why}"
+                    pending = []
+                    break
+                next_frame = max(r.frame_index for r in pending) + 1
                 self.status.units += 1
                 if max_layer is not None:
                     pending = [r for r in pending if r.layer <= max_layer]
@@ -240,3 +317,33 @@ class CflReader:
                 pending, current = [], None
         if pending and self.status.error is None:
             self.status.error = f"unit {current} is incomplete (file cut inside it)"
+
+    def _unit_order_error(self, records: list, next_frame: int) -> str | None:
+        h = self.header
+        fis = [r.frame_index for r in records]
+        span = h["gop"] if h["unit_kind"] == "gop" else 1
+        if fis[0] != next_frame:
+            return (f"starts at frame {fis[0]}, but the previous unit ended before frame "
+                    f"{next_frame} (frames missing, swapped or repeated)")
+        if any(b - a not in (0, 1) for a, b in zip(fis, fis[1:])) or fis[-1] - fis[0] >= span:
+            return f"frame indexes {fis[:8]} are not consecutive within a {h['unit_kind']} unit"
+        if any(r.view >= h["views"] for r in records):
+            return f"a record of view {max(r.view for r in records)} in a {h['views']}-view stream"
+        return None
+
+    def _check_end(self, payload: bytes, frames: int) -> None:
+        try:
+            end = msgpack.unpackb(payload, raw=False)
+        except Exception as e:  # noqa: BLE001 - msgpack raises several kinds
+            self.status.error = f"end record is not valid msgpack ({type(e).__name__})"
+            return
+        if not (isinstance(end, dict) and _is_int(end.get("units")) and
+                _is_int(end.get("frames"))):
+            self.status.error = f"end record is malformed: {end!r:.80}"
+            return
+        if end["units"] != self.status.units or end["frames"] != frames:
+            self.status.error = (f"end record says {end['units']} units / {end['frames']} "
+                                 f"frames, the file holds {self.status.units} / {frames}")
+            return
+        self.status.complete = True
+        self.status.end = end

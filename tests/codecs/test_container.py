@@ -166,11 +166,11 @@ def test_end_record_payload_is_msgpack(tmp_path):
     assert msgpack.unpackb(body[container._BODY.size:]) == {"units": 3, "frames": 6}
 
 
-def _v1_file(path, units):
+def _v1_file(path, units, header=HEADER):
     """A container version 1 file, written byte by byte as that version specified."""
     import zlib
 
-    blob = msgpack.packb(HEADER, use_bin_type=True)
+    blob = msgpack.packb(header, use_bin_type=True)
     out = bytearray(MAGIC + struct.pack("<HI", 1, len(blob)) + blob
                     + struct.pack("<I", zlib.crc32(blob)))
     for u, recs in enumerate(units):
@@ -187,7 +187,7 @@ def test_version_1_files_still_read(tmp_path):
 
     p = tmp_path / "v1.cfl"
     units = [[Record(0, FLAG_INTRA, b"left", 1), Record(0, FLAG_VIEW_RIGHT, b"right", 2)]]
-    _v1_file(p, units)
+    _v1_file(p, units, {**HEADER, "views": 2, "unit_kind": "pair", "gop": 1})
     with CflReader(p) as r:
         got = list(r.units())
         assert r.version == 1
@@ -200,7 +200,7 @@ def test_records_carry_view_and_layer_and_reader_skips_layers(tmp_path):
     from codecflow.data import FLAG_BASE_LAYER, FLAG_ENH_LAYER
 
     p = tmp_path / "layers.cfl"
-    w = CflWriter(p, HEADER)
+    w = CflWriter(p, {**HEADER, "views": 2, "unit_kind": "pair", "gop": 1})
     recs = [Record(0, FLAG_INTRA | FLAG_BASE_LAYER, b"base-L", 1, view=0, layer=0),
             Record(0, FLAG_ENH_LAYER, b"enh-L", 2, view=0, layer=1),
             Record(0, FLAG_BASE_LAYER, b"base-R", 3, view=1, layer=0),
