@@ -102,6 +102,9 @@ def cmd_decode(args) -> int:
         if not r["complete"]:
             print(f"  warning: {r['status']}", file=sys.stderr)
             failed = failed or args.strict
+        if r["frames"] == 0:
+            print(f"  error: {r['file']}: nothing decodable", file=sys.stderr)
+            failed = True
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -182,6 +182,7 @@ class ReadStatus:
     complete: bool = False  # the end record was read
     error: str | None = None  # why reading stopped early (truncated / corrupt record)
     end: dict = field(default_factory=dict)
+    claimed: dict = field(default_factory=dict)  # the end record as read, even when wrong
 
     def describe(self) -> str:
         if self.complete:
@@ -341,6 +342,7 @@ class CflReader:
                 _is_int(end.get("frames"))):
             self.status.error = f"end record is malformed: {end!r:.80}"
             return
+        self.status.claimed = end
         if end["units"] != self.status.units or end["frames"] != frames:
             self.status.error = (f"end record says {end['units']} units / {end['frames']} "
                                  f"frames, the file holds {self.status.units} / {frames}")

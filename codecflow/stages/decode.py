@@ -117,11 +117,14 @@ def decode_file(path: str, output: str | None, reference: str | None = None,
                 writer.close()
         status = reader.status
     nbytes = os.path.getsize(path)
-    pixels = info.width * info.height * info.views * frames
+    # rate over the frames the file claims (its end record), not only those decoded: bytes of
+    # a damaged tail must not make the decoded part look cheaper
+    claimed = max(frames, int(status.claimed.get("frames", 0)))
+    pixels = info.width * info.height * info.views * claimed
     result = {"file": path, "stream": stream, "codec": h["codec"], "q": h["q"],
-              "frames": frames, "units": status.units, "bytes": nbytes,
-              "bpp": 8.0 * nbytes / pixels if pixels else 0.0,
-              "kbps": 8.0 * nbytes * info.fps / frames / 1000.0 if frames else 0.0,
+              "frames": frames, "frames_claimed": claimed, "units": status.units,
+              "bytes": nbytes, "bpp": 8.0 * nbytes / pixels if pixels else 0.0,
+              "kbps": 8.0 * nbytes * info.fps / claimed / 1000.0 if claimed else 0.0,
               "complete": status.complete, "status": status.describe(),
               "rounding_mismatches": len(mismatches),
               "output": writer.paths if writer else []}
