@@ -206,6 +206,9 @@ def test_sigint_drains_and_closes_files(tmp_path):
     (name,) = s["streams"]
     idx = frame_indices(out / f"{name}.cfl")  # has its end record: closed cleanly
     assert idx == list(range(len(idx))) and len(idx) == s["frames"]
+    # ... but the run did not code the whole source: not complete, and it says why
+    assert not s["complete"] and not s["streams"][name]["complete"]
+    assert s["incomplete_reason"] == f"stopped at frame {s['frames']} of 100000"
 
 
 def test_live_mode_drops_and_counts(tmp_path):

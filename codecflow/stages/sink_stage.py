@@ -86,15 +86,12 @@ class Sink:
             return
         self.buffer[seq] = (h, parts[1:])
 
-    def _drain_in_order(self, skip_gaps: bool = False) -> None:
+    def _drain_in_order(self) -> None:
+        """Write what is contiguous from `next_seq` on. Never past a missing unit: what comes
+        after a gap waits (and is discarded at the end of the run, the stream then ends at
+        its last contiguous unit, not complete)."""
         while True:
             if self.next_seq not in self.buffer:
-                if skip_gaps and self.buffer:
-                    missing = min(self.buffer) - self.next_seq
-                    log.warning("%d unit(s) from seq %d never arrived (abandoned at stop)",
-                                missing, self.next_seq)
-                    self.next_seq = min(self.buffer)
-                    continue
                 return
             h, bufs = self.buffer.pop(self.next_seq)
             self.next_seq += 1
@@ -102,7 +99,13 @@ class Sink:
             if kind == "stream":
                 self._start_stream(h)
             elif kind == "eos":
-                self._end_stream(h["stream"], complete=True)
+                st = self.streams.get(h["stream"])
+                short = st is not None and st.total is not None and st.frames < st.total
+                # in order up to its end marker: the file is whole (end record), but a stream
+                # cut by a stop before its last frame is not complete
+                self._end_stream(h["stream"], complete=not short,
+                                 reason=f"stopped at frame {st.frames} of {st.total}"
+                                 if short else None, whole=True)
             elif kind == "coded":
                 self._write_unit(h, bufs)
 
@@ -159,15 +162,18 @@ class Sink:
             self.jsonl.flush()
         self._show()
 
-    def _end_stream(self, name: str, complete: bool) -> None:
+    def _end_stream(self, name: str, complete: bool, reason: str | None = None,
+                    whole: bool | None = None) -> None:
+        """``whole``: the file holds every unit of the stream up to its end marker (an end
+        record is written); by default, when ``complete``."""
         st = self.streams.get(name)
         if st is None or st.t_end is not None:
             return
         st.t_end = time.monotonic()
-        st.complete = complete
+        st.complete, st.reason = complete, (None if complete else reason)
         w = self.writers.pop(name, None)
         if w is not None:
-            if complete:
+            if complete if whole is None else whole:
                 w.close(frames=st.frames)
             else:
                 w.abort()
@@ -219,7 +225,6 @@ class Sink:
                 self.acks.send_multipart(protocol.control("ack", seqs=acks))
             self._drain_in_order()
             if self.final is not None:
-                self._drain_in_order(skip_gaps=True)
                 break
             self._show()
             if self.stop.is_set():
@@ -227,14 +232,26 @@ class Sink:
                 stop_deadline = stop_deadline or time.monotonic() + 15.0
                 if self.stop.hard.is_set() or time.monotonic() > stop_deadline:
                     log.warning("stopped before the final EOS arrived")
-                    self._drain_in_order(skip_gaps=True)
                     break
         return self.finish()
 
+    def _gap_reason(self) -> str | None:
+        expected = (self.final or {}).get("seq")
+        if self.buffer or (expected is not None and self.next_seq < expected):
+            return (f"unit seq {self.next_seq} never arrived: the stream ends at its last "
+                    f"contiguous unit")
+        return None
+
     def finish(self) -> int:
         error = (self.final or {}).get("error")
+        why = (error or self._gap_reason() or
+               (None if self.final is not None else "stopped before the end of the run"))
+        if self.buffer:
+            log.warning("%d unit(s) after a missing one discarded (never written past a gap)",
+                        len(self.buffer))
+            self.buffer.clear()
         for name in list(self.streams):
-            self._end_stream(name, complete=self.final is not None and not error)
+            self._end_stream(name, complete=False, reason=why or "stream end never arrived")
         self.term.close()
         if self.jsonl:
             self.jsonl.close()
@@ -245,7 +262,10 @@ class Sink:
                                "duplicates_dropped": self.duplicates,
                                "codec": {"name": self.cfg.codec.name, "q": self.cfg.codec.q},
                                "mode": self.cfg.mode, "workers": self.cfg.workers,
-                               "complete": self.final is not None and not error,
+                               "complete": all(s.complete for s in self.streams.values())
+                               and self.final is not None and not why,
+                               "incomplete_reason": why or next(
+                                   (s.reason for s in self.streams.values() if s.reason), None),
                                "error": error})
         write_json_atomic(os.path.join(self.out_dir, "summary.json"), summary)
         if self.prom:

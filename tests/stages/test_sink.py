@@ -152,3 +152,24 @@ def test_prometheus_metrics_rise_during_a_run(tmp_path):
     assert seen[1]["codecflow_done"] > seen[0]["codecflow_done"]
     assert {"codecflow_fps", "codecflow_kbps", "codecflow_queue"} <= set(seen[1])
     assert seen[1]["codecflow_kbps"] > 0
+
+
+def test_never_writes_past_a_missing_unit(sink):
+    """Units 0 and 2 arrive, 1 never does, then the final EOS: the file ends after unit 0
+    (no end record), the summary says why."""
+    s, push, out = sink
+    start = protocol.control("stream", seq=0, stream="s", info=INFO.to_dict(), total=3, meta={})
+    feed(s, push, [start, coded_msg(1, 0), coded_msg(3, 2),
+                   protocol.control("eos", seq=4, stream="s", frames=3),
+                   protocol.control("eos", final=True, seq=5)])
+    s.finish()
+    from codecflow.codecs.container import CflReader
+
+    with CflReader(out / "s.cfl") as r:
+        idx = [rec.frame_index for _, recs in r.units() for rec in recs]
+        assert not r.status.complete
+    assert idx == [0]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["streams"]["s"]["complete"] is False
+    assert "unit seq 2 never arrived" in summary["incomplete_reason"]
+    assert summary["streams"]["s"]["frames"] == 1

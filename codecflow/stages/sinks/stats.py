@@ -30,6 +30,7 @@ class StreamStats:
         self.file = None
         self.recon_files: list = []
         self.complete = False
+        self.reason: str | None = None  # why the stream is not complete
 
     @property
     def pixels_per_frame(self) -> int:
@@ -58,6 +59,8 @@ class StreamStats:
              "encode_s_per_frame": self.encode_s / self.frames if self.frames else 0.0,
              "latency_s_mean": float(np.mean(self.latency_s)) if self.latency_s else 0.0,
              "file": self.file, "recon": self.recon_files, "complete": self.complete}
+        if self.reason:
+            d["incomplete_reason"] = self.reason
         d.update(mean_psnr(self.psnr_rows))
         if self.meta.get("path"):
             d["source"] = self.meta["path"]
