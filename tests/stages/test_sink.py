@@ -173,3 +173,18 @@ def test_never_writes_past_a_missing_unit(sink):
     assert summary["complete"] is False and summary["streams"]["s"]["complete"] is False
     assert "unit seq 2 never arrived" in summary["incomplete_reason"]
     assert summary["streams"]["s"]["frames"] == 1
+
+
+def test_panel_rows_are_short_and_names_are_not_markup():
+    from rich.console import Console
+    from rich.text import Text
+
+    snap = {"stream": "synthetic", "done": 5, "total": 10, "fps": 12.5, "kbps": 81234.5,
+            "bpp": 0.5, "psnr_yuv": 36.25, "psnr_rgb": 31.5, "queue": 4, "inflight": 12,
+            "workers": 8, "dropped": 1234, "encode_ms": 1.25, "latency": 12.5}
+    text = TerminalStats.panel_text(snap)
+    console = Console(width=120, record=True, file=open("/dev/null", "w"))
+    console.print(Text.from_markup(text))
+    shown = console.export_text()
+    assert "[synthetic]" in shown  # not swallowed as a markup tag
+    assert all(len(row.rstrip()) <= 80 for row in shown.splitlines()), shown

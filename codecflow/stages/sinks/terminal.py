@@ -43,6 +43,19 @@ class TerminalStats:
                 f"  workers {s['workers']}  dropped {s['dropped']}  "
                 f"enc {1000 * s['encode_ms']:.0f} ms/frame  latency {1000 * s['latency']:.0f} ms")
 
+    @staticmethod
+    def panel_text(s: dict) -> str:
+        """Two short rows (< 80 columns each) for the live panel; the stream name is escaped
+        so that rich does not read ``[name]`` as markup."""
+        from rich.markup import escape  # noqa: PLC0415
+
+        return (f"{escape('[' + str(s['stream']) + ']')} {s['fps']:5.1f} fps "
+                f"{s['kbps']:8.1f} kbit/s {s['bpp']:.4f} bpp  PSNR-YUV {fmt_db(s['psnr_yuv'])}"
+                f" RGB {fmt_db(s['psnr_rgb'])} dB\n"
+                f"  queue {s['queue']}  in-flight {s['inflight']}  workers {s['workers']}  "
+                f"dropped {s['dropped']}  enc {1000 * s['encode_ms']:.0f} ms/f  "
+                f"lat {s['latency']:.2f} s")
+
     def update(self, s: dict, force: bool = False) -> None:
         now = time.monotonic()
         if self.mode == "off" or (not force and now - self._last < self.interval):
@@ -51,7 +64,7 @@ class TerminalStats:
         if self.mode == "line":
             print(self.line(s), file=sys.stderr, flush=True)
             return
-        desc = self.line(s)
+        desc = self.panel_text(s)
         if self._task is None or self._progress.tasks[self._task].fields.get("stream") != \
                 s["stream"]:
             self._task = self._progress.add_task(desc, total=s.get("total"), stream=s["stream"])
