@@ -64,6 +64,8 @@ class TerminalStats:
         if self.mode == "line":
             print(self.line(s), file=sys.stderr, flush=True)
             return
+        if s["stream"] == "-":  # no stream yet: no row that would never update
+            return
         desc = self.panel_text(s)
         if self._task is None or self._progress.tasks[self._task].fields.get("stream") != \
                 s["stream"]:
