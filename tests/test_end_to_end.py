@@ -48,7 +48,7 @@ def test_yuv_pipeline_psnr_matches_independent_decode(tmp_path):
     for k in ("psnr_y", "psnr_yuv", "psnr_rgb"):
         assert r[k] == pytest.approx(st[k], abs=1e-9), k
     # the recon sink wrote exactly what the decoder reconstructs
-    recon = out / "recon" / "clip_96x64_25_96x64_25.yuv"
+    recon = out / "recon" / "clip_96x64_25.yuv"  # the size is not repeated
     assert recon.read_bytes() == dec.read_bytes()
     assert dec.stat().st_size == src.stat().st_size
 
@@ -130,7 +130,7 @@ def test_demo_video_learned_intra_psnr_matches_decode(tmp_path):
     r = json.loads(js.read_text())[0]
     assert r["psnr_yuv"] == pytest.approx(st["psnr_yuv"], abs=1e-9)
     assert (tmp_path / "d.yuv").read_bytes() == \
-        (out / "recon" / "lc_96x64_25_96x64_25.yuv").read_bytes()
+        (out / "recon" / "lc_96x64_25.yuv").read_bytes()
 
 
 def test_demo_video_tcp_transport(tmp_path):

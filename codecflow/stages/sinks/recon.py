@@ -8,7 +8,7 @@ import cv2
 
 from codecflow.codecs import colour
 from codecflow.data import StreamInfo
-from codecflow.media import write_i420
+from codecflow.media import parse_yuv_name, write_i420
 
 
 def _fps_tag(fps: float) -> str:
@@ -32,7 +32,12 @@ class ReconWriter:
         if self.fmt == "yuv":
             tag = f"{info.width}x{info.height}_{_fps_tag(info.fps)}"
             base = exact_name or stream
-            suffix = "" if exact_name else f"_{tag}"
+            # NAME_WxH_FPS.yuv, the test-sequence convention; a stream named after such a file
+            # already carries its size and rate (the reconstruction keeps both)
+            named = parse_yuv_name(stream + ".yuv")
+            has_tag = named is not None and named[:2] == (info.width, info.height) and (
+                named[2] is None or named[2] == float(info.fps))
+            suffix = "" if exact_name or has_tag else f"_{tag}"
             names = ([f"{base}_L{suffix}.yuv", f"{base}_R{suffix}.yuv"] if info.views == 2
                      else [f"{base}{suffix}.yuv"])
             self.paths = [os.path.join(self.dir, n) for n in names]
