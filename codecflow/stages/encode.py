@@ -76,12 +76,44 @@ class Heartbeat(threading.Thread):
         s.close()
 
 
+class DispatcherWatch:
+    """Follows the worker's connection to the dispatcher (a ZeroMQ socket monitor). Once it
+    was connected and has stayed disconnected for longer than the heartbeat timeout, the
+    dispatcher is gone (killed, or its host lost: ZMTP heartbeats detect a silent peer on tcp)
+    and the worker stops on its own. A worker that has not connected yet keeps waiting: stages
+    started alone may come up before the source."""
+
+    def __init__(self, sock, timeout: float):
+        self.sock, self.timeout = sock, float(timeout)
+        self.mon = sock.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.connected = False
+        self.lost_at: float | None = None
+
+    def gone(self) -> bool:
+        from zmq.utils.monitor import recv_monitor_message  # noqa: PLC0415
+
+        while self.mon.poll(0):
+            ev = recv_monitor_message(self.mon)["event"]
+            if ev == zmq.EVENT_CONNECTED:
+                self.connected, self.lost_at = True, None
+            elif ev == zmq.EVENT_DISCONNECTED and self.connected and self.lost_at is None:
+                self.lost_at = time.monotonic()
+        return self.lost_at is not None and time.monotonic() - self.lost_at > self.timeout
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.mon.close(linger=0)
+
+
 def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     stop = StopFlag()
     wid = f"w{worker_index}-{os.getpid()}"
     codec = make_codec(cfg)
     ctx = zmq.Context.instance()
     dealer = transport.make_socket(ctx, zmq.DEALER, cfg.transport.hwm, wid.encode())
+    dealer.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(1000 * cfg.heartbeat.interval)))
+    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(1000 * cfg.heartbeat.timeout)))
+    watch = DispatcherWatch(dealer, cfg.heartbeat.timeout)
     dealer.connect(endpoints["dispatch"])
     to_sink = transport.make_socket(ctx, zmq.PUSH, cfg.transport.hwm)
     to_sink.connect(endpoints["sink"])
@@ -96,6 +128,10 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     try:
         while not stop.is_set():
             if not dealer.poll(200):
+                if watch.gone():
+                    log.warning("worker %s: the dispatcher has been gone for more than %.1f s; "
+                                "stopping", wid, cfg.heartbeat.timeout)
+                    break
                 continue
             parts = dealer.recv_multipart(copy=False)
             try:
@@ -133,6 +169,7 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     finally:
         hb.halt.set()
         hb.join(timeout=2 * cfg.heartbeat.interval + 1)
+        watch.close()
         dealer.close(linger=1000)
         to_sink.close(linger=10000)
         ctx.term()  # deliver what is still queued for the sink (bounded by linger)
