@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Train learned-intra on a lent GPU machine (the `device` tool), in one continuous process that
-# outlives the individual 10-minute calls. See docs/training.md, "Training on a lent GPU".
+# Train learned-intra on a (remote) GPU machine in one detached process that outlives your
+# login, taking snapshots to copy back. See docs/training.md, "Training on a GPU machine".
 #
 #   bash scripts/device_train.sh start  SECONDS [train options]   # install, launch, wait, snapshot
 #   bash scripts/device_train.sh wait   SECONDS                   # wait, snapshot
 #   bash scripts/device_train.sh finish                           # wait for the end, snapshot
 #
-# The trainer runs detached (setsid) in /tmp/intra_gpu, so it keeps training between calls as
-# long as the machine stays held (a call must follow within the machine's 30 s idle window).
-# Each snapshot copies the checkpoint to $OUT in 15 MiB parts (a returned file may hold 16 MiB)
-# plus the logs; here: cat checkpoint.part.* > runs/intra_gpu/checkpoint.pt.
-# DEVICE, PY and RUN may be overridden (a CPU dry run: DEVICE=cpu PY=.venv/bin/python).
+# The trainer runs detached (setsid) in $RUN (/tmp/intra_gpu), so it keeps training between
+# your commands. Each snapshot copies the checkpoint to $SNAPSHOT_DIR in 15 MiB parts plus the
+# logs; back home: cat checkpoint.part.* > runs/intra_gpu/checkpoint.pt.
+# DEVICE, PY, RUN and SNAPSHOT_DIR may be overridden (a CPU dry run: DEVICE=cpu
+# PY=.venv/bin/python).
 set -u
 phase=${1:?start, wait or finish}
 RUN=${RUN:-/tmp/intra_gpu}
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
+SNAPSHOT_DIR=${SNAPSHOT_DIR:-$RUN.snapshots}
+mkdir -p "$SNAPSHOT_DIR"
 if [ "$DEVICE" != cpu ] && [ ! -d /tmp/site/compressai ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .whl/*.whl || { echo "wheel install failed"; exit 3; }
@@ -24,9 +26,9 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 
 snapshot() {
     [ -f $RUN/checkpoint.pt ] || { echo "no checkpoint yet"; return; }
-    cp $RUN/checkpoint.pt $RUN.ck && split -b 15M -d $RUN.ck "$OUT/checkpoint.part."
-    cp $RUN/log.jsonl $RUN/val.jsonl "$OUT/" 2>/dev/null
-    tail -c 3000 $RUN.log > "$OUT/train_tail.log"
+    cp $RUN/checkpoint.pt $RUN.ck && split -b 15M -d $RUN.ck "$SNAPSHOT_DIR/checkpoint.part."
+    cp $RUN/log.jsonl $RUN/val.jsonl "$SNAPSHOT_DIR/" 2>/dev/null
+    tail -c 3000 $RUN.log > "$SNAPSHOT_DIR/train_tail.log"
     tail -n 3 $RUN.log
 }
 running() { pgrep -f "codecflow.training.image --run-dir $RUN" >/dev/null; }
