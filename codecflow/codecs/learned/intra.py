@@ -57,7 +57,7 @@ def unpack_payload(data: bytes) -> tuple:
                          f"exact decoding) is not supported; re-encode the source")
     if len(data) < _HEAD.size:
         raise CodecError(f"{what} payload truncated: {len(data)} bytes, the header alone "
-                         f"needs more")
+                         f"needs {_HEAD.size + 4 * N_STRINGS + 8}")
     m, ver, q, flags, h, w = _HEAD.unpack_from(data, 0)
     if m != MAGIC:
         raise CodecError(f"{what} payload: bad format byte 0x{m:02x} (expected 0x{MAGIC:02x}); "
