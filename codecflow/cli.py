@@ -170,6 +170,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         train_image.add_arguments(ti)
         ti.set_defaults(func=cmd_train, train_run=train_image.run)
+    ts = tsub.add_parser("stereo", help="learned-stereo's conditional coder (cached latents)")
+    if command == "train":
+        from codecflow.training import stereo as train_stereo  # noqa: PLC0415
+
+        train_stereo.add_arguments(ts)
+        ts.set_defaults(func=cmd_train, train_run=train_stereo.run)
+    tv = tsub.add_parser("video", help="learned-video's P-frame coder (cached latents)")
+    if command == "train":
+        from codecflow.training import video as train_video  # noqa: PLC0415
+
+        train_video.add_arguments(tv)
+        tv.set_defaults(func=cmd_train, train_run=train_video.run)
 
     e = sub.add_parser("eval", help="rate-distortion sweep, BD-rate table and RD plot")
     if command == "eval":

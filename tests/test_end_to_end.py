@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codecflow.codecs.container import CflReader
-from tests.conftest import ROOT, run_cli, write_yuv
+from tests.conftest import ROOT, run_cli, synth_rgb, write_yuv
 
 
 def summary(out: Path) -> dict:
@@ -73,7 +73,8 @@ def test_batch_folder_one_cfl_per_file(tmp_path):
         assert k in s and k in s["streams"]["a_64x48_30"], k
 
 
-@pytest.mark.parametrize("codec", ["learned-intra", "jpeg", "webp", "x265-intra"])
+@pytest.mark.parametrize("codec", ["learned-stereo", "learned-intra", "jpeg", "webp",
+                                   "x265-intra"])
 def test_demo_stereo_pairs(tmp_path, codec):
     out = tmp_path / "out"
     p = run_cli("run", ROOT / "configs/demo_stereo.yaml", "--set", f"output.dir={out}",
@@ -90,6 +91,37 @@ def test_demo_stereo_pairs(tmp_path, codec):
     assert len(units) == 4 and all([(r.frame_index, r.view) for r in recs] == [(i, 0), (i, 1)]
                                    for i, (_, recs) in enumerate(units))
     assert st["psnr_rgb"] > 22
+
+
+def test_stereo_images_learned_stereo_per_view_and_decode(tmp_path):
+    """configs/stereo_images.yaml: NAME.cfl per pair, per-view stats, the second view cheaper
+    than the first (it is coded against it), summary PSNR == independent decode."""
+    import cv2
+
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for i, (w, h) in enumerate([(160, 96), (97, 61)]):
+        left = synth_rgb(w + 12, h, seed=i)
+        cv2.imwrite(str(pairs / f"p{i}_L.png"), left[:, 12:, ::-1])
+        cv2.imwrite(str(pairs / f"p{i}_R.png"), left[:, :-12, ::-1])  # 12 px disparity
+    out = tmp_path / "out"
+    p = run_cli("run", ROOT / "configs/stereo_images.yaml", "--set", f"source.path={pairs}",
+                "--set", f"output.dir={out}", "--set", "stats.terminal=off")
+    assert p.returncode == 0, p.stderr
+    s = summary(out)
+    assert set(s["streams"]) == {"p0", "p1"} and s["codec"]["name"] == "learned-stereo"
+    st = s["streams"]["p0"]
+    left, right = st["per_view"]["left"], st["per_view"]["right"]
+    assert left["bytes"] + right["bytes"] < st["bytes"]
+    assert right["bytes"] < left["bytes"]
+    assert abs((left["psnr_rgb"] + right["psnr_rgb"]) / 2 - st["psnr_rgb"]) < 1e-9
+    assert sorted(f.name for f in (out / "recon").iterdir()) == \
+        ["p0_L.png", "p0_R.png", "p1_L.png", "p1_R.png"]
+    js = tmp_path / "dec.json"
+    p = run_cli("decode", out, "--reference", pairs, "--json", js, "--strict")
+    assert p.returncode == 0, p.stderr
+    for row in json.loads(js.read_text()):
+        assert abs(row["psnr_rgb"] - s["streams"][row["stream"]]["psnr_rgb"]) < 1e-9
 
 
 def test_learned_stereo_demo_decodes_with_other_thread_counts(tmp_path):

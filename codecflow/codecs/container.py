@@ -118,6 +118,11 @@ def encode_header(header: dict) -> bytes:
     return MAGIC + _PREFIX.pack(FORMAT_VERSION, len(blob)) + blob + _CRC.pack(zlib.crc32(blob))
 
 
+def record_size(rec: Record) -> int:
+    """Bytes a coded record takes in a .cfl file (length, body header, payload, CRC)."""
+    return _LEN.size + _BODY.size + len(rec.payload) + _CRC.size
+
+
 def encode_record(rtype: int, unit: int, rec: Record) -> bytes:
     if not (0 <= rec.view <= 255 and 0 <= rec.layer <= 255):
         raise ValueError(f"record view {rec.view} / layer {rec.layer} outside 0..255")

@@ -23,6 +23,8 @@ CODEC_MODULES = (
     "codecflow.codecs.classical.pyav_codecs",
     "codecflow.codecs.classical.opencv_codecs",
     "codecflow.codecs.learned.intra",
+    "codecflow.codecs.learned.stereo",
+    "codecflow.codecs.learned.video",
     "codecflow.codecs.learned.zoo",
 )
 

@@ -1,15 +1,21 @@
 """Rate-distortion sweeps through the same code path as the pipeline.
 
-For each q and each input (an image, or a raw ``.yuv`` sequence), `sweep`:
+For each q and each input (an image, a stereo pair ``NAME_L.*`` / ``NAME_R.*``, or a raw
+``.yuv`` sequence), `sweep`:
 
 1. builds the units the pipeline would build (images: one ``frame`` unit, or a one-frame ``gop``
-   for GOP-only codecs; sequences: ``gop`` units of ``gop`` frames for codecs that code GOPs,
-   else ``frame`` units),
+   for GOP-only codecs; stereo pairs: one ``pair`` unit, or, for codecs that code sequences of
+   one view (x264, x265), a two-frame GOP: left as I, right as P, the classical inter-view
+   anchor; sequences: ``gop`` units of ``gop`` frames for codecs that code GOPs, else ``frame``
+   units),
 2. encodes them with ``codec.encode(unit)`` and writes a real ``.cfl`` file (`CflWriter`),
 3. reads it back (`CflReader`) and decodes every unit with a separate codec instance made from the
    file header (`decode_checked`: the reconstruction CRCs are verified),
 4. measures PSNR against the source (`metrics.frame_psnr`) and the rate from the ``.cfl`` file
    size (headers and record framing included): bpp = 8 * bytes / (W * H * views * frames).
+   For a stereo pair: bits of both views over the pixels of both views, PSNR averaged over the
+   two views; ``view_bytes`` gives each view's record bytes when the codec writes one record
+   per view.
 
 ``rd.json`` (in ``out_dir``)::
 
@@ -39,13 +45,14 @@ from codecflow.data import Frame, StreamInfo, Unit
 from codecflow.codecs import registry
 from codecflow.codecs.registry import create_codec
 from codecflow.codecs.container import (CflReader, CflWriter, header_stream_info,
-                                         stream_header)
+                                         record_size, stream_header)
 from codecflow.codecs.decoding import decode_checked
 from codecflow.errors import CodecflowError, SourceError
 from codecflow import media
 from codecflow.stages.framing import frame_groups
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+VIDEO_EXTS = (".mkv", ".mp4", ".avi", ".mov", ".webm", ".y4m")  # decoded with PyAV
 POINT_KEYS = ("bpp", "psnr_rgb", "psnr_yuv", "psnr_y", "enc_s", "dec_s")
 
 
@@ -55,11 +62,12 @@ class Source:
 
     name: str
     path: str
-    kind: str  # "image" | "yuv"
+    kind: str  # "image" | "pair" | "yuv" | "video"
     width: int = 0
     height: int = 0
     fps: float = 0.0
     frames: int = 1
+    path_r: str = ""  # a pair's right view
 
 
 def parse_yuv_name(path: str | os.PathLike) -> tuple[int, int, float]:
@@ -80,16 +88,26 @@ def find_sources(inputs, max_frames: int | None = None) -> list[Source]:
         p = Path(item)
         if p.is_dir():
             files = sorted(f for f in p.iterdir() if f.is_file()
-                           and (f.suffix.lower() in IMAGE_EXTS or f.suffix.lower() == ".yuv"))
+                           and (f.suffix.lower() in IMAGE_EXTS + (".yuv",) + VIDEO_EXTS))
             if not files:
-                raise SourceError(f"{p}: no images ({', '.join(IMAGE_EXTS)}) or .yuv files in "
-                                  f"this folder")
+                raise SourceError(f"{p}: no images ({', '.join(IMAGE_EXTS)}), .yuv or video "
+                                  f"files in this folder")
         elif p.is_file():
             files = [p]
         else:
             raise SourceError(f"{p}: no such file or folder")
+        rights = {}
+        for f in list(files):
+            if f.suffix.lower() in IMAGE_EXTS and f.stem[-2:] in ("_L", "_l"):
+                r = _right_of(f)
+                if r is not None:
+                    rights[f] = r
+        files = [f for f in files if f not in set(rights.values())]
         for f in files:
             ext = f.suffix.lower()
+            if f in rights:
+                out.append(Source(f.stem[:-2], str(f), "pair", path_r=str(rights[f])))
+                continue
             if ext == ".yuv":
                 w, h, fps = parse_yuv_name(f)
                 n = f.stat().st_size // media.i420_frame_size(w, h)
@@ -98,10 +116,13 @@ def find_sources(inputs, max_frames: int | None = None) -> list[Source]:
                 if max_frames:
                     n = min(n, int(max_frames))
                 out.append(Source(f.stem, str(f), "yuv", w, h, fps, n))
+            elif ext in VIDEO_EXTS:
+                out.append(Source(f.stem, str(f), "video", frames=int(max_frames or 0)))
             elif ext in IMAGE_EXTS:
                 out.append(Source(f.stem, str(f), "image"))
             else:
-                raise SourceError(f"{f}: not an image ({', '.join(IMAGE_EXTS)}) or a .yuv file")
+                raise SourceError(f"{f}: not an image ({', '.join(IMAGE_EXTS)}), a .yuv or a "
+                                  f"video file ({', '.join(VIDEO_EXTS)})")
     names = [s.name for s in out]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -109,6 +130,17 @@ def find_sources(inputs, max_frames: int | None = None) -> list[Source]:
             if s.name in dup:
                 s.name = f"{Path(s.path).parent.name}/{s.name}"
     return out
+
+
+def _right_of(left: Path) -> Path | None:
+    """NAME_L.ext -> the existing NAME_R.* next to it (any image extension), else None."""
+    stem = left.stem[:-1] + ("R" if left.stem[-1] == "L" else "r")
+    for ext in (left.suffix,) + IMAGE_EXTS:
+        for e in (ext, ext.upper()):
+            cand = left.with_name(stem + e)
+            if cand.is_file():
+                return cand
+    return None
 
 
 def load_image(path: str) -> np.ndarray:
@@ -126,14 +158,37 @@ def load_yuv(src: Source) -> list[Frame]:
 
 
 def load_source(src: Source, matrix: str, rng: str, unit_kind: str, gop: int):
-    """-> (frames, StreamInfo)."""
+    """-> (frames, StreamInfo). A pair gives [left, right]: a two-view stream for pair codecs,
+    a two-frame sequence of one view (``unit_kind`` "gop") for the others."""
+    if src.kind == "pair":
+        left, right = load_image(src.path), load_image(src.path_r)
+        if left.shape != right.shape:
+            raise SourceError(f"{src.path_r}: {right.shape[1]}x{right.shape[0]}, but its left "
+                              f"view is {left.shape[1]}x{left.shape[0]}")
+        h, w = left.shape[:2]
+        views = 2 if unit_kind == "pair" else 1
+        info = StreamInfo(w, h, pix_fmt="rgb24", views=views, fps=1.0, unit_kind=unit_kind,
+                          gop=2 if unit_kind == "gop" else 1, matrix=matrix, range=rng)
+        return [Frame.rgb(left), Frame.rgb(right)], info
     if src.kind == "image":
         rgb = load_image(src.path)
         h, w = rgb.shape[:2]
         info = StreamInfo(w, h, pix_fmt="rgb24", views=1, fps=1.0, unit_kind=unit_kind,
                           gop=1, matrix=matrix, range=rng)
         return [Frame.rgb(rgb)], info
-    frames = load_yuv(src)
+    if src.kind == "video":
+        from codecflow.stages.sources.video import decode_frames, open_video, stream_fps
+
+        container, stream = open_video(src.path)
+        src.fps = stream_fps(stream)
+        container.close()
+        frames = [f for _, _, f in decode_frames(src.path, limit=src.frames or None)]
+        if not frames:
+            raise SourceError(f"{src.path}: no frames decoded")
+        src.height, src.width = frames[0].planes[0].shape
+        src.frames = len(frames)
+    else:
+        frames = load_yuv(src)
     info = StreamInfo(src.width, src.height, pix_fmt="yuv420p", views=1, fps=src.fps,
                       unit_kind=unit_kind, gop=gop if unit_kind == "gop" else 1,
                       matrix=matrix, range=rng)
@@ -141,15 +196,23 @@ def load_source(src: Source, matrix: str, rng: str, unit_kind: str, gop: int):
 
 
 def make_units(frames: list, info: StreamInfo, stream: str) -> list[Unit]:
-    """The pipeline's framing (stages/framing.py) of a mono sequence into units."""
+    """The pipeline's framing (stages/framing.py) of a sequence (or one pair) into units."""
+    if info.views == 2:
+        return [Unit("pair", 0, stream, list(frames[:2]), info, first_frame=0, index=0)]
     instants = ([f] for f in frames)
     return [Unit(info.unit_kind, k, stream, group, info, pts=first / info.fps,
                  first_frame=first, index=k)
             for group, first, k in frame_groups(instants, info.unit_kind, info.gop)]
 
 
-def unit_kind_for(codec_name: str, sequence: bool) -> str:
-    kinds = registry.spec(codec_name).unit_kinds
+def unit_kind_for(codec_name: str, sequence: bool, pair: bool = False) -> str:
+    spec = registry.spec(codec_name)
+    kinds = spec.unit_kinds
+    if pair:
+        return "pair" if "pair" in kinds and 2 in spec.views else "gop"
+    if 1 not in spec.views:
+        raise CodecflowError(f"codec {codec_name!r} codes stereo pairs only; give it a folder "
+                             f"of NAME_L / NAME_R pairs")
     if not sequence:
         return "frame" if "frame" in kinds else "gop"
     if "gop" in kinds and kinds[0] == "gop":
@@ -165,6 +228,7 @@ def code_file(codec_name: str, q: int, frames: list, info: StreamInfo, path: str
     header = stream_header(info, enc.header(), Path(path).stem)
     units = make_units(frames, info, Path(path).stem)
     enc_s = 0.0
+    view_bytes = [0] * info.views
     writer = CflWriter(path, header)
     try:
         for u in units:
@@ -172,11 +236,13 @@ def code_file(codec_name: str, q: int, frames: list, info: StreamInfo, path: str
             coded = enc.encode(u)
             enc_s += time.perf_counter() - t0
             writer.write_unit(u.index, coded.records)
+            for rec in coded.records:
+                view_bytes[min(rec.view, info.views - 1)] += record_size(rec)
             del coded
     except BaseException:
         writer.abort()
         raise
-    writer.close(frames=len(frames))
+    writer.close(frames=len(frames) // info.views)
     nbytes = os.path.getsize(path)
 
     rows, dec_s, n_dec = [], 0.0, 0
@@ -190,20 +256,24 @@ def code_file(codec_name: str, q: int, frames: list, info: StreamInfo, path: str
                                  strict=True)
             dec_s += time.perf_counter() - t0
             for rec, fr in zip(records, out):
-                rows.append(metrics.frame_psnr(frames[rec.frame_index], fr, info.matrix,
-                                               info.range))
+                src = frames[rec.frame_index * info.views + min(rec.view, info.views - 1)]
+                rows.append(metrics.frame_psnr(src, fr, info.matrix, info.range))
                 n_dec += 1
         status = reader.status
     if not status.complete or n_dec != len(frames):
         raise CodecflowError(f"{path}: read back {n_dec} of {len(frames)} frames "
                              f"({status.describe()})")
     m = metrics.mean_metrics(rows)
-    n = len(frames)
-    return {"q": int(q), "bytes": int(nbytes), "frames": n,
-            "bpp": 8.0 * nbytes / (info.width * info.height * info.views * n),
-            "psnr_rgb": m["psnr_rgb"], "psnr_yuv": m["psnr_yuv"], "psnr_y": m["psnr_y"],
-            "psnr_u": m["psnr_u"], "psnr_v": m["psnr_v"],
-            "enc_s": enc_s / n, "dec_s": dec_s / n}
+    n = len(frames) // info.views  # time instants
+    row = {"q": int(q), "bytes": int(nbytes), "frames": n,
+           "bpp": 8.0 * nbytes / (info.width * info.height * info.views * n),
+           "psnr_rgb": m["psnr_rgb"], "psnr_yuv": m["psnr_yuv"], "psnr_y": m["psnr_y"],
+           "psnr_u": m["psnr_u"], "psnr_v": m["psnr_v"],
+           "enc_s": enc_s / n, "dec_s": dec_s / n}
+    if info.views == 2:
+        row["view_bytes"] = view_bytes
+        row["psnr_rgb_views"] = [r["psnr_rgb"] for r in rows]
+    return row
 
 
 def sweep(codec_name: str, qs, inputs, out_dir, device: str = "cpu", params: dict | None = None,
@@ -212,7 +282,8 @@ def sweep(codec_name: str, qs, inputs, out_dir, device: str = "cpu", params: dic
           log=None) -> dict:
     """Sweep one codec over qs and inputs; writes out_dir/rd.json and returns its content.
 
-    inputs: a path or list of paths (image files, .yuv files, folders of either). Images are
+    inputs: a path or list of paths (image files, .yuv files, video files PyAV decodes,
+    folders of them). Images are
     rgb24 streams (``matrix`` / ``image_range`` say how codecs working in YCbCr convert them);
     .yuv files are yuv420p streams (``matrix`` / ``yuv_range`` give their colour), cut to
     ``frames`` frames when given, coded in GOPs of ``gop`` frames by GOP codecs.
@@ -230,8 +301,8 @@ def sweep(codec_name: str, qs, inputs, out_dir, device: str = "cpu", params: dic
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", codec_name)
     per_image: dict[str, list] = {}
     for src in sources:
-        seq = src.kind == "yuv"
-        kind = unit_kind_for(codec_name, seq)
+        seq = src.kind in ("yuv", "video")
+        kind = unit_kind_for(codec_name, seq, pair=src.kind == "pair")
         src_frames, info = load_source(src, matrix, yuv_range if seq else image_range, kind, gop)
         rows = []
         for q in qs:

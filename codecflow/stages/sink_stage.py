@@ -16,7 +16,7 @@ import time
 import zmq
 
 from codecflow.data import StreamInfo
-from codecflow.codecs.container import CflWriter, stream_header
+from codecflow.codecs.container import CflWriter, record_size, stream_header
 from codecflow.pipeline import protocol, transport
 from codecflow.pipeline.stage import EXIT_OK, StopFlag
 from codecflow.stages.sinks.recon import ReconWriter
@@ -147,7 +147,12 @@ class Sink:
             self.recons[name].write(coded.first_frame, coded.recon, views)
         n_frames = len(coded.recon) // views if coded.recon else int(h.get("frames_n", 1)) // views
         latency = time.time() - h.get("t_read", time.time())
-        st.add_unit(n_frames, nbytes, h.get("metrics") or [], h.get("encode_s", 0.0), latency)
+        view_bytes = [0] * views
+        for rec in coded.records:
+            if rec.view < views:
+                view_bytes[rec.view] += record_size(rec)
+        st.add_unit(n_frames, nbytes, h.get("metrics") or [], h.get("encode_s", 0.0), latency,
+                    view_bytes)
         if self.jsonl:
             row = {"stream": name, "seq": coded.seq, "unit": coded.index,
                    "first_frame": coded.first_frame, "frames": n_frames, "bytes": nbytes,

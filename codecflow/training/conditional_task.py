@@ -24,9 +24,17 @@ class ConditionalLatentTask(Task):
     overridable = ("latent_lambda", "crop")
 
     def __init__(self, ys: list, cs: list, val: list | None = None, c_frac: int = 4,
-                 data_sets: list | None = None):
+                 data_sets: list | None = None, init_model=None):
         self.ys, self.cs, self.val = ys, cs, list(val or [])
         self.c_frac, self.data_sets = int(c_frac), list(data_sets or [])
+        self.init_model = init_model  # a new run starts as this intra model's entropy model
+
+    def prepare(self, cfg: dict):
+        return self.init_model
+
+    def apply_init(self, model, init, cfg: dict) -> tuple:
+        model.init_from_intra(init)
+        return 0, 0.0
 
     def build_model(self, arch):
         return build_coder(arch)
@@ -53,17 +61,27 @@ class ConditionalLatentTask(Task):
         was = model.training
         model.eval()
         model.build_tables()
-        bpp, mse = [], []
-        for y, c in self.val:
+        bpp, mse, ref = [], [], []
+        for item in self.val:
+            y, c = item[0], item[1]
             yt = pad_latent(torch.from_numpy(y)[None].float())
             ct = pad_latent(torch.round(torch.from_numpy(c)[None].double() * 2 ** self.c_frac))
             out = model.compress(yt, ct, self.c_frac)
             nbytes = sum(len(s) for s in out["strings"])
-            bpp.append(8.0 * nbytes / (y.shape[1] * y.shape[2] * PIXELS_PER_POSITION))
+            px = y.shape[1] * y.shape[2] * PIXELS_PER_POSITION
+            bpp.append(8.0 * nbytes / px)
+            if len(item) > 2:  # bytes the unconditional (intra) coder spends on it
+                ref.append(8.0 * float(item[2]) / px)
             y_hat = out["y_hat"][0, :, :y.shape[1], :y.shape[2]] / 2 ** 12
             mse.append(float(torch.mean((y_hat - torch.from_numpy(y).double()) ** 2)))
         model.train(was)
-        return [{"bpp": float(np.mean(bpp)), "latent_mse": float(np.mean(mse))}]
+        row = {"bpp": float(np.mean(bpp)), "latent_mse": float(np.mean(mse))}
+        if ref:
+            row["intra_bpp"] = float(np.mean(ref))
+            row["saving"] = float(1.0 - np.sum(bpp) / np.sum(ref))
+        return [row]
 
     def describe(self, rows: list) -> str:
-        return "  ".join(f"{r['bpp']:.4f} bpp, latent MSE {r['latent_mse']:.4f}" for r in rows)
+        return "  ".join(f"{r['bpp']:.4f} bpp, latent MSE {r['latent_mse']:.4f}" +
+                         (f" (intra {r['intra_bpp']:.4f} bpp: {100 * r['saving']:.1f} % saved)"
+                          if "saving" in r else "") for r in rows)

@@ -227,3 +227,52 @@ def test_eval_out_has_a_default():
     add_arguments(p)
     args = p.parse_args(["--codec", "jpeg", "--q", "8,16", "--input", "x"])
     assert args.out == "out/eval"
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    d = tmp_path / "pairs"
+    d.mkdir()
+    for name, (w, h) in (("p0", (64, 48)), ("p1", (72, 40))):
+        wide = synth_rgb(w + 6, h, 3)
+        cv2.imwrite(str(d / f"{name}_L.png"), wide[:, 6:, ::-1])
+        cv2.imwrite(str(d / f"{name}_R.png"), wide[:, :-6, ::-1])
+    cv2.imwrite(str(d / "single.png"), synth_rgb(32, 32, 4)[..., ::-1])
+    return d
+
+
+def test_sweep_stereo_pairs(pairs, tmp_path):
+    srcs = rd.find_sources(pairs)
+    assert [(s.name, s.kind) for s in srcs] == [("p0", "pair"), ("p1", "pair"),
+                                               ("single", "image")]
+    pair_dir = tmp_path / "only_pairs"
+    pair_dir.mkdir()
+    for f in pairs.glob("p*_?.png"):
+        (pair_dir / f.name).write_bytes(f.read_bytes())
+    # a pair codec: one pair unit, rate over both views, per-view record bytes
+    res = rd.sweep("jpeg", [40], pair_dir, tmp_path / "jpeg")
+    row = res["per_image"]["p0"][0]
+    assert row["frames"] == 1 and len(row["view_bytes"]) == 2
+    assert row["bpp"] == pytest.approx(8 * row["bytes"] / (64 * 48 * 2))
+    assert sum(row["view_bytes"]) < row["bytes"]
+    assert row["psnr_rgb"] == pytest.approx(np.mean(row["psnr_rgb_views"]))
+    with CflReader(tmp_path / "jpeg" / "streams" / "jpeg_q40_p0.cfl") as r:
+        assert r.header["views"] == 2 and r.header["unit_kind"] == "pair"
+    # a mono sequence codec: the pair as a two-frame GOP (left I, right P)
+    res = rd.sweep("x265", [30], pair_dir, tmp_path / "x265")
+    row = res["per_image"]["p1"][0]
+    assert row["frames"] == 2 and row["bpp"] == pytest.approx(8 * row["bytes"] / (72 * 40 * 2))
+    with CflReader(tmp_path / "x265" / "streams" / "x265_q30_p1.cfl") as r:
+        assert r.header["views"] == 1 and r.header["gop"] == 2
+
+
+def test_sweep_video_file(tmp_path):
+    from codecflow.codecs import colour
+    from codecflow.stages.sources.video import write_video_file
+
+    clip = tmp_path / "moving.mkv"
+    write_video_file(str(clip), [colour.rgb_to_i420(np.roll(synth_rgb(64, 48, 2), 2 * i, 1))
+                                 for i in range(5)], fps=25.0)
+    res = rd.sweep("x264", [30], clip, tmp_path / "out", frames=4, gop=2)
+    row = res["per_image"]["moving"][0]
+    assert row["frames"] == 4 and row["psnr_y"] > 28

@@ -139,3 +139,11 @@ def test_unknown_zoo_model_lists_available():
     d["codec"] = {"name": "compressai:nonexistent"}
     with pytest.raises(ConfigError, match="unknown codec .*compressai:<model> takes one of.*mbt2018-mean"):
         from_dict(d)
+
+
+def test_learned_stereo_needs_a_stereo_source():
+    with pytest.raises(ConfigError, match="'learned-stereo' codes stereo pairs .* only, but "
+                                          "source.type 'synthetic_video' gives one view"):
+        from_dict({**base(), "codec": {"name": "learned-stereo"}})
+    assert from_dict({"source": {"type": "synthetic_stereo"},
+                      "codec": {"name": "learned-stereo"}}).unit_kind == "pair"

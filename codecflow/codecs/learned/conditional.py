@@ -48,9 +48,18 @@ def float_hard_sigmoid(x: torch.Tensor) -> torch.Tensor:
 class ConditionalLatentCoder(nn.Module):
     """Codes an M-channel latent given a C-channel condition on the same grid."""
 
-    def __init__(self, M: int, C: int, N: int = 64, F_: int = 64):
+    def __init__(self, M: int, C: int, N: int = 64, F_: int = 64, H: int | None = None,
+                 E: int | None = None, skip: bool | None = None):
         super().__init__()
-        self.M, self.C, self.N, self.F = int(M), int(C), int(N), int(F_)
+        # skip: the prediction is the condition plus a learned correction (p = c + pred(f)),
+        # for conditions that already live in y's units (a shifted or moved decoded latent)
+        self.skip = bool(C == M if skip is None else skip)
+        if self.skip and C != M:
+            raise ValueError(f"a skip prediction needs the condition in y's channels ({C} != "
+                             f"{M})")
+        H = int(H or N)          # hyper-synthesis hidden channels
+        E = int(E or 2 * M)      # entropy-parameter net's middle width
+        self.M, self.C, self.N, self.F, self.H, self.E = int(M), int(C), int(N), int(F_), H, E
         self.c_net = nn.Sequential(
             conv(C, F_, 3, 1), nn.LeakyReLU(inplace=True), conv(F_, F_, 3, 1),
             nn.LeakyReLU(inplace=True), conv(F_, F_, 3, 1))
@@ -59,21 +68,64 @@ class ConditionalLatentCoder(nn.Module):
             conv(2 * M, N, 3, 1), nn.LeakyReLU(inplace=True), conv(N, N),
             nn.LeakyReLU(inplace=True), conv(N, N))
         self.h_s = nn.Sequential(
-            deconv(N, N), nn.LeakyReLU(inplace=True), deconv(N, N),
-            nn.LeakyReLU(inplace=True), conv(N, 2 * M, 3, 1))
+            deconv(N, N), nn.LeakyReLU(inplace=True), deconv(N, H),
+            nn.LeakyReLU(inplace=True), conv(H, 2 * M, 3, 1))
         self.mask = nn.Sequential(
             nn.Conv2d(2 * M + F_, N, 1), nn.LeakyReLU(inplace=True), nn.Conv2d(N, M, 1))
         self.ctx = conv(M, 2 * M, 5, 1)
         self.ep = nn.Sequential(
             nn.Conv2d(4 * M + F_, 3 * M, 1), nn.LeakyReLU(inplace=True),
-            nn.Conv2d(3 * M, 2 * M, 1), nn.LeakyReLU(inplace=True), nn.Conv2d(2 * M, 2 * M, 1))
+            nn.Conv2d(3 * M, E, 1), nn.LeakyReLU(inplace=True), nn.Conv2d(E, 2 * M, 1))
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
+        # learned-intra's gains per q (units of 2^-16), for conditions computed by its
+        # analysis transform: set from the intra model a run starts from, shipped with it
+        self.register_buffer("cond_gain", torch.zeros(64, M, dtype=torch.int32))
         self._exact = None
+
+    # what the coder was trained on top of, e.g. {"codec": "learned-intra", "sha256": ...}
+    base: dict | None = None
 
     def architecture(self) -> dict:
         return {"class": "ConditionalLatentCoder", "M": self.M, "C": self.C, "N": self.N,
-                "F": self.F}
+                "F": self.F, "H": self.H, "E": self.E, "skip": self.skip,
+                **({"base": dict(self.base)} if self.base else {})}
+
+    @torch.no_grad()
+    def init_from_intra(self, intra) -> None:
+        """Start as learned-intra's own entropy model: its hyper networks, context and
+        entropy-parameter weights copied, the condition's inputs to them zero, the prediction
+        zero and the mask small (0.1). The coder then codes y exactly as learned-intra does, and
+        training only has to learn what the condition adds. Needs matching widths (N, H = the
+        intra model's hyper widths, E = its entropy-parameter middle width)."""
+        M, F_ = self.M, self.F
+        if intra.M != M:
+            raise ValueError(f"intra latent has {intra.M} channels, the coder {M}")
+        self.h_a[0].weight.zero_()
+        self.h_a[0].weight[:, :M] = intra.h_a[0].weight
+        self.h_a[0].bias.copy_(intra.h_a[0].bias)
+        for i in (2, 4):
+            self.h_a[i].load_state_dict(intra.h_a[i].state_dict())
+        self.h_s.load_state_dict(intra.h_s.state_dict())
+        self.ctx.load_state_dict(intra.ctx.state_dict())
+        w = intra.ep[0].weight
+        self.ep[0].weight.zero_()
+        self.ep[0].weight[:, :2 * M] = w[:, :2 * M]
+        self.ep[0].weight[:, 2 * M + F_:] = w[:, 2 * M:]
+        self.ep[0].bias.copy_(intra.ep[0].bias)
+        for i in (2, 4):
+            self.ep[i].load_state_dict(intra.ep[i].state_dict())
+        from codecflow.codecs.learned.weights import strip_cdf_buffers
+
+        eb = strip_cdf_buffers(intra.entropy_bottleneck.state_dict())
+        nn.Module.load_state_dict(self.entropy_bottleneck, eb, strict=False)
+        self.pred.weight.zero_()
+        self.pred.bias.zero_()
+        self.mask[2].weight.zero_()
+        self.mask[2].bias.fill_(-1.6)  # hard sigmoid(-1.6) = 0.1: inside its linear part
+        from codecflow.codecs.learned.model import inv_gain_table
+
+        self.cond_gain.copy_(inv_gain_table(intra, forward=True))
 
     # ---------------------------------------------------------------- training (float)
     def _params(self, hyper, f, ctx):
@@ -84,7 +136,7 @@ class ConditionalLatentCoder(nn.Module):
         """y: B x M x h x w (float), c: B x C x h x w condition in real units -> y_hat (with
         straight-through rounding), likelihoods {"y", "z"} for the rate, and the mask."""
         f = self.c_net(c)
-        p = self.pred(f)
+        p = self.pred(f) + c if self.skip else self.pred(f)
         z = self.h_a(torch.cat([y, p], 1))
         _, z_lik = self.entropy_bottleneck(z)
         med = self.entropy_bottleneck._get_medians().detach().view(1, -1, 1, 1)
@@ -183,10 +235,15 @@ class ExactConditional:
     """The integer twin of a `ConditionalLatentCoder` (everything the decoder computes)."""
 
     R_LIMIT = 2.0 ** 24  # |r| <= 2^20 in 1/16 units
+    # a fixed mask (0: conditional coding, 1: conditional residual coding) instead of the
+    # learned one; for ablations: streams coded with it decode only with the same setting
+    mask_override: float | None = None
 
     def __init__(self, coder: ConditionalLatentCoder, c_frac: int):
         dev = coder.gaussian_conditional.scale_table.device
-        self.c_frac = int(c_frac)
+        self.c_frac, self.skip = int(c_frac), coder.skip
+        if self.skip and self.c_frac > ACT_FRAC:
+            raise ValueError(f"condition fraction bits {c_frac} > {ACT_FRAC}")
         self.c_net = ExactSequential(coder.c_net, c_frac, ACT_LIMIT, what="c_net").to(dev)
         self.pred = ExactConv(coder.pred, ACT_FRAC, ACT_FRAC, ACT_LIMIT, what="pred").to(dev)
         self.h_s = ExactSequential(coder.h_s, ACT_FRAC, ACT_LIMIT, what="h_s").to(dev)
@@ -197,12 +254,17 @@ class ExactConditional:
 
     def condition(self, c_int: torch.Tensor) -> tuple:
         f = self.c_net(c_int.to(torch.float64))
-        return f, self.pred(f)
+        p = self.pred(f)
+        if self.skip:  # + c in units of 2^-ACT_FRAC (exact: a power-of-two scaling)
+            p = p + c_int.to(torch.float64) * 2.0 ** (ACT_FRAC - self.c_frac)
+        return f, p
 
     def hyper_and_mask(self, z_hat: torch.Tensor, f: torch.Tensor, p: torch.Tensor) -> tuple:
         """-> (hyperprior, m * p), both integers in units of 2^-ACT_FRAC."""
         hyper = self.h_s(to_fixed(z_hat, ACT_FRAC))
         m = hard_sigmoid(self.mask(torch.cat([hyper, f], 1)))
+        if self.mask_override is not None:  # ablations (bench/mask_ablation.py) only
+            m = torch.full_like(m, float(self.mask_override) * 2.0 ** ACT_FRAC)
         return hyper, round_half_up(m * p * 2.0 ** -ACT_FRAC)
 
     def params(self, hyper: torch.Tensor, f: torch.Tensor, r16: torch.Tensor | None) -> tuple:
@@ -219,7 +281,10 @@ class ExactConditional:
 
 
 def build_coder(arch: dict) -> ConditionalLatentCoder:
-    return ConditionalLatentCoder(arch["M"], arch["C"], arch.get("N", 64), arch.get("F", 64))
+    coder = ConditionalLatentCoder(arch["M"], arch["C"], arch.get("N", 64), arch.get("F", 64),
+                                   arch.get("H"), arch.get("E"), arch.get("skip"))
+    coder.base = arch.get("base")
+    return coder
 
 
 def pad_latent(t: torch.Tensor) -> torch.Tensor:

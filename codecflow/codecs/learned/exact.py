@@ -40,6 +40,7 @@ from codecflow.errors import CodecError
 ACT_FRAC = 12            # activations: units of 2^-12
 ACT_LIMIT = 2.0 ** 30    # |activation| <= 2^18 in real units: far beyond what trained nets reach
 WEIGHT_BITS = 14         # |W_int| < 2^14 per output channel
+BIAS_BITS = 50           # |B_int| < 2^50
 SQ_FRAC = 8              # squared activations inside (I)GDN: units of 2^-8
 SQ_LIMIT = 2.0 ** 32     # ... clamped to 2^24 in real units (|x| <= 4096)
 GDN_WEIGHT_BITS = 12
@@ -76,11 +77,15 @@ class ExactConv:
         w = layer.weight.detach().to(torch.float64)
         out_dim = 1 if self.transposed else 0
         s = channel_shift(w, out_dim, WEIGHT_BITS)
+        b = (layer.bias.detach().to(torch.float64) if layer.bias is not None
+             else torch.zeros_like(s))
+        # a channel with tiny weights and a large bias: cap its shift so that the bias stays
+        # below 2^BIAS_BITS (never binds where the uncapped layer is exact)
+        _, e_b = torch.frexp(b.abs())
+        s = torch.where(b != 0, torch.minimum(s, (BIAS_BITS - f_in - e_b).to(s.dtype)), s)
         shape = [1] * w.dim()
         shape[out_dim] = -1
         self.w = round_half_up(w * torch.exp2(s).view(shape))
-        b = (layer.bias.detach().to(torch.float64) if layer.bias is not None
-             else torch.zeros_like(s))
         self.b = round_half_up(b * torch.exp2(s + f_in)).view(1, -1, 1, 1)
         self.rescale = torch.exp2(f_out - f_in - s).view(1, -1, 1, 1)
         self.stride, self.padding = layer.stride, layer.padding

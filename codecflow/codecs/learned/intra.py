@@ -31,7 +31,7 @@ from codecflow.data import Frame, StreamInfo
 from codecflow.codecs.base import PictureCodec
 from codecflow.codecs.learned import payload as layout
 from codecflow.codecs.registry import CodecSpec, register
-from codecflow.errors import CodecError, SymbolMismatch
+from codecflow.errors import CodecError
 
 MAGIC = 0x4C
 PAYLOAD_VERSION = 2
@@ -55,16 +55,7 @@ def unpack_payload(data: bytes) -> tuple:
     if len(data) >= 2 and data[0] == MAGIC and data[1] == 1:
         raise CodecError(f"{what} payload version 1 (float entropy parameters, made before "
                          f"exact decoding) is not supported; re-encode the source")
-    if len(data) < _HEAD.size:
-        raise CodecError(f"{what} payload truncated: {len(data)} bytes, the header alone "
-                         f"needs {_HEAD.size + 4 * N_STRINGS + 8}")
-    m, ver, q, flags, h, w = _HEAD.unpack_from(data, 0)
-    if m != MAGIC:
-        raise CodecError(f"{what} payload: bad format byte 0x{m:02x} (expected 0x{MAGIC:02x}); "
-                         f"not a {what} picture")
-    if ver != PAYLOAD_VERSION:
-        raise CodecError(f"{what} payload version {ver} is not supported (this decoder reads "
-                         f"version {PAYLOAD_VERSION})")
+    _, _, q, flags, h, w = layout.read_head(data, _HEAD, N_STRINGS, MAGIC, PAYLOAD_VERSION, what)
     if q > 63 or h == 0 or w == 0 or flags & ~FLAG_GREY:
         raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}, "
                          f"flags 0x{flags:02x}")
@@ -93,6 +84,13 @@ def encode_rgb(model, rgb: np.ndarray, q: int) -> tuple:
 
     The picture comes from the encoder's own quantised latents: decoding is exact, and the
     symbols CRC in the payload proves that a decoder read the same latents."""
+    payload, picture, _ = encode_rgb_latent(model, rgb, q)
+    return payload, picture
+
+
+def encode_rgb_latent(model, rgb: np.ndarray, q: int) -> tuple:
+    """As `encode_rgb`, plus the quantised latent every decoder reads (1 x M x h x w, float64
+    integers in 1/16 units): the reference learned-stereo codes the other view against."""
     import torch
 
     h, w = rgb.shape[:2]
@@ -106,12 +104,17 @@ def encode_rgb(model, rgb: np.ndarray, q: int) -> tuple:
         picture = model.exact().synthesize(out["y16"], int(q))
     grey = is_grey(rgb)
     return (pack_payload(int(q), h, w, out["strings"], out["symbols_crc"],
-                         FLAG_GREY if grey else 0), _to_rgb(picture, h, w, grey))
+                         FLAG_GREY if grey else 0), _to_rgb(picture, h, w, grey), out["y16"])
 
 
 def decode_rgb(model, payload: bytes, where: str = "") -> np.ndarray:
     """payload bytes -> uint8 H x W x 3 RGB. Raises SymbolMismatch when the decoded latents
     are not the ones the encoder coded (corrupt or incompatible stream)."""
+    return decode_rgb_latent(model, payload, where)[0]
+
+
+def decode_rgb_latent(model, payload: bytes, where: str = "") -> tuple:
+    """-> (uint8 H x W x 3 RGB, the decoded latent in 1/16 units)."""
     import torch
 
     from codecflow.codecs.learned.model import STRIDE
@@ -123,14 +126,10 @@ def decode_rgb(model, payload: bytes, where: str = "") -> np.ndarray:
             y16, got = model.decompress(strings, (hp // STRIDE, wp // STRIDE))
     except Exception as e:  # noqa: BLE001 - rANS / shape errors from a bad stream
         raise CodecError(f"{where}learned-intra payload cannot be decoded: {e}") from e
-    if got != sym_crc:
-        raise SymbolMismatch(
-            f"{where}decoded latents differ from the encoder's (symbols CRC {got:08x} != "
-            f"{sym_crc:08x}): the stream is corrupt or was made with other weights or an "
-            f"incompatible codec version")
+    layout.check_symbols(got, sym_crc, where)
     with torch.no_grad():
         picture = model.exact().synthesize(y16, q)
-    return _to_rgb(picture, h, w, bool(flags & FLAG_GREY))
+    return _to_rgb(picture, h, w, bool(flags & FLAG_GREY)), y16
 
 
 def resolve_device(device: str) -> str:

@@ -160,10 +160,15 @@ class IntraModel(CompressionModel):
         "symbols_crc": CRC-32 of the quantised latents, "y16": the quantised latent}.
         Only the analysis (g_a, h_a) runs in float: what the decoder must reproduce is exact.
         """
-        ex = self.exact()
         pos = torch.tensor([self.q_to_pos(q)], device=x.device)
         g, _ = self.gains(pos)
-        y = self.g_a(x) * g
+        return self.compress_latent(self.g_a(x) * g)
+
+    @torch.no_grad()
+    def compress_latent(self, y: torch.Tensor) -> dict:
+        """The coding half of `compress`: a gained latent y (1 x M x h x w, h and w multiples
+        of 4) -> the same dict."""
+        ex = self.exact()
         z = self.h_a(y)
         z_shape = tuple(z.shape[2:])
         eb, gc = self.entropy_bottleneck, self.gaussian_conditional
@@ -309,15 +314,17 @@ def symbols_crc(z_hat: torch.Tensor, *latents: torch.Tensor) -> int:
     return crc & 0xFFFFFFFF
 
 
-def inv_gain_table(model: "IntraModel") -> torch.Tensor:
-    """Q_MAX+1 x M inverse gains per q, in units of 2^-IG_FRAC (int32)."""
+def inv_gain_table(model: "IntraModel", forward: bool = False) -> torch.Tensor:
+    """Q_MAX+1 x M inverse gains (``forward``: the gains) per q, in units of 2^-IG_FRAC
+    (int32). Computed once, on the machine that exports the weights, and shipped."""
     with torch.no_grad():
         rows = []
+        lg = (model.log_gain if forward else model.log_inv_gain).detach().cpu()
+        lg = lg.to(torch.float64)
         for q in range(Q_MAX + 1):
             pos = torch.tensor([model.q_to_pos(q)], dtype=torch.float64)
             a = pos.floor().clamp(0, model.K - 2).long()
             t = (pos - a).view(-1, 1)
-            lg = model.log_inv_gain.detach().cpu().to(torch.float64)
             rows.append(torch.exp(lg[a] * (1 - t) + lg[a + 1] * t)[0])
         return round_half_up(torch.stack(rows) * 2.0 ** IG_FRAC).to(torch.int32)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from codecflow.errors import CodecError
+from codecflow.errors import CodecError, SymbolMismatch
 
 _U32 = struct.Struct("<I")
 
@@ -53,3 +53,29 @@ def unpack(payload: bytes, head_size: int, n_strings: int, symbols_crc: bool,
         strings.append(payload[at:at + n])
         at += n
     return strings, sym
+
+
+def read_head(payload: bytes, head: struct.Struct, n_strings: int, magic: int, version: int,
+              what: str) -> tuple:
+    """The fields of a payload's fixed head, after checking its length, format byte and
+    version. CodecError naming ``what`` otherwise."""
+    if len(payload) < head.size:
+        raise CodecError(f"{what} payload truncated: {len(payload)} bytes, the header alone "
+                         f"needs {head.size + 4 * n_strings + 8}")
+    fields = head.unpack_from(payload, 0)
+    if fields[0] != magic:
+        raise CodecError(f"{what} payload: bad format byte 0x{fields[0]:02x} (expected "
+                         f"0x{magic:02x}); not a {what} picture")
+    if fields[1] != version:
+        raise CodecError(f"{what} payload version {fields[1]} is not supported (this decoder "
+                         f"reads version {version})")
+    return fields
+
+
+def check_symbols(got: int, expected: int, where: str = "") -> None:
+    """SymbolMismatch when the decoded latents' CRC is not the one the encoder wrote."""
+    if got != expected:
+        raise SymbolMismatch(
+            f"{where}decoded latents differ from the encoder's (symbols CRC {got:08x} != "
+            f"{expected:08x}): the stream is corrupt or was made with other weights or an "
+            f"incompatible codec version")

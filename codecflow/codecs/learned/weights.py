@@ -23,7 +23,8 @@ from pathlib import Path
 from codecflow.errors import CodecError
 
 MANIFEST = "manifest.json"
-DEFAULT_FILES = {"learned-intra": "learned_intra.pt"}
+DEFAULT_FILES = {"learned-intra": "learned_intra.pt", "learned-stereo": "learned_stereo.pt",
+                 "learned-video": "learned_video.pt"}
 TRAIN_HINT = ("train one with `python -m codecflow.training.image --run-dir runs/intra` "
               "(or `codecflow train image`) and export it with "
               "`python -m codecflow.training.image --run-dir runs/intra --export "

@@ -31,13 +31,16 @@ class StreamStats:
         self.recon_files: list = []
         self.complete = False
         self.reason: str | None = None  # why the stream is not complete
+        self.view_bytes = [0] * int(info.get("views", 1))  # record bytes per view
 
     @property
     def pixels_per_frame(self) -> int:
         return int(self.info["width"]) * int(self.info["height"]) * int(self.info["views"])
 
     def add_unit(self, n_frames: int, nbytes: int, metrics: list, encode_s: float,
-                 latency_s: float) -> None:
+                 latency_s: float, view_bytes: list | None = None) -> None:
+        for v, n in enumerate(view_bytes or []):
+            self.view_bytes[v] += n
         self.units += 1
         self.frames += n_frames
         self.bytes += nbytes
@@ -62,9 +65,25 @@ class StreamStats:
         if self.reason:
             d["incomplete_reason"] = self.reason
         d.update(mean_psnr(self.psnr_rows))
+        if len(self.view_bytes) == 2:
+            d["per_view"] = self._per_view()
         if self.meta.get("path"):
             d["source"] = self.meta["path"]
         return d
+
+
+    def _per_view(self) -> dict:
+        """Stereo: bytes of each view's records, bpp over one view's pixels, PSNR of its
+        pictures (metric rows alternate left, right). The file header and end record are in
+        the stream's total only."""
+        px = int(self.info["width"]) * int(self.info["height"]) * self.frames
+        out = {}
+        for v, name in enumerate(("left", "right")):
+            rows = self.psnr_rows[v::2] if len(self.psnr_rows) % 2 == 0 else []
+            out[name] = {"bytes": self.view_bytes[v],
+                         "bpp": 8.0 * self.view_bytes[v] / px if px else 0.0,
+                         **mean_psnr(rows)}
+        return out
 
 
 def mean_psnr(rows: list) -> dict:

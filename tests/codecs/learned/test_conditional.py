@@ -134,3 +134,27 @@ def test_shipped_like_weights_one_manifest_two_models(tmp_path):
     again, _ = load_model(tmp_path / "cond.pt", codec="learned-stereo")
     assert torch.equal(again.exact(C_FRAC).ep.ops[0].w, coder.exact(C_FRAC).ep.ops[0].w)
     assert nbytes > 0
+
+
+def test_init_from_intra_starts_as_the_intra_entropy_model():
+    """With the mask closed (m = 0) a coder initialised from an intra model codes a latent
+    into exactly the intra model's bytes, whatever the condition."""
+    from codecflow.codecs.learned.conditional import build_coder
+    from codecflow.codecs.learned.model import build_model
+
+    torch.manual_seed(3)
+    intra = build_model({"N": 16, "M": 24}).eval()
+    intra.build_tables()
+    coder = build_coder({"M": 24, "C": 24, "N": 16, "H": intra.h_s[2].out_channels,
+                         "E": intra.ep[2].out_channels, "F": 8})
+    coder.init_from_intra(intra)
+    with torch.no_grad():
+        coder.mask[2].bias.fill_(-4.0)  # hard sigmoid -> 0
+    coder.eval()
+    coder.build_tables()
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(1, 24, 8, 12, generator=g) * 3
+    c_int = torch.round(torch.randn(1, 24, 8, 12, generator=g) * 64)
+    ours = coder.compress(y, c_int, 4)
+    theirs = intra.compress_latent(y)
+    assert [bytes(s) for s in ours["strings"]] == [bytes(s) for s in theirs["strings"]]
