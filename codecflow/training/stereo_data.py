@@ -5,11 +5,13 @@ from single photos, turned into cached latent examples for the learned-stereo co
   the validation split when a hash of its name says so (about one in five; stable when the
   folder grows, never chosen by looking at results).
 * Synthetic pairs: a photo is the left view; the right view samples it at x + d(x, y), where d
-  follows a smooth random depth map (a few low-frequency blobs plus a plane), with foreground
-  occlusions, a small gain / offset difference and sensor noise.
-* Latent examples (`latent_examples`): for a pair and a q, the left view is coded exactly as
+  follows a smooth random depth map (a few low-frequency blobs plus a plane; the field is
+  smooth, so there are no hard occlusion edges), a small gain / offset difference and sensor
+  noise.
+* Latent examples (`latent_examples`): for a pair and a q, the left view is coded as
   learned-intra codes it; the example is (the right view's gained latent y, the condition the
-  codec builds: the left view's decoded latent shifted by the encoder's disparity search).
+  codec builds: the analysis of the decoded left view moved by the encoder's disparity
+  search, at q's gains).
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ synthetic motion from photos, and cached latent examples for learned-video's P-f
 * Synthetic motion: two windows of a photo, the second moved by a random pan (up to 32 px) and
   a small zoom, with sensor noise: many cheap sequences with known, smooth motion.
 * Examples (`stereo_data.latent_examples` with learned-video's condition): the previous frame is
-  coded as learned-intra codes it; the example is (the frame's gained latent, the previous
-  decoded latent moved by the encoder's block motion search).
+  coded as learned-intra codes it; the example is (the frame's gained latent, the analysis of
+  the decoded previous frame moved by the encoder's block motion search, at q's gains).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The conditional latent coder: code a latent y given a condition the decoder already has.
 
 One mechanism for the stereo, video, base-layer and structure/signal codecs (DESIGN.md,
-"Conditional learned codecs"). The condition c lives on y's latent grid (the other view's
-decoded latent shifted by disparity, features of the previous decoded frame, an upsampled base
-layer...) and is given as integers (float64 tensors holding integers in units of
+"Conditional learned codecs"). The condition c lives on y's latent grid (the analysis of the
+other view's decoded picture aligned by disparity, or of the previous decoded frame moved by
+motion, an upsampled base layer...) and is given as integers (float64 tensors holding integers in units of
 2^-``c_frac``), so that encoder and decoder see the same condition bit for bit.
 
     f    = c_net(c)                   condition features           (decoder has them)
@@ -52,7 +52,7 @@ class ConditionalLatentCoder(nn.Module):
                  E: int | None = None, skip: bool | None = None):
         super().__init__()
         # skip: the prediction is the condition plus a learned correction (p = c + pred(f)),
-        # for conditions that already live in y's units (a shifted or moved decoded latent)
+        # for conditions that already live in y's units (the analysis of an aligned picture)
         self.skip = bool(C == M if skip is None else skip)
         if self.skip and C != M:
             raise ValueError(f"a skip prediction needs the condition in y's channels ({C} != "

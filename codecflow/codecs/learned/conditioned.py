@@ -3,7 +3,7 @@ view and learned-video's P-frames share.
 
 The picture goes through learned-intra's analysis at q (gain included), its latent through the
 conditional latent coder given the condition, and the decoded latent through learned-intra's
-exact synthesis. Where the condition comes from (a disparity-shifted view, a motion-moved
+exact synthesis. Where the condition comes from (a disparity-aligned view, a motion-moved
 previous frame) and how it is signalled is the caller's business.
 """
 
