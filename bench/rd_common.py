@@ -28,3 +28,12 @@ def bd_rows(table: dict) -> list:
         cells = [t, a] + ([metric.rstrip(")")] if metric else []) + [br, bp]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def q_lists(defaults: dict, overrides: list) -> dict:
+    """{codec: "q,q,..."}: ``defaults`` with the ``--q CODEC=Q,Q,...`` items applied."""
+    qs = dict(defaults)
+    for item in overrides:
+        name, _, vals = item.partition("=")
+        qs[name] = vals
+    return qs

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from codecflow.eval import bdrate  # noqa: E402
 from codecflow.eval.plot import plot_rd  # noqa: E402
-from rd_common import bd_rows, run  # noqa: E402
+from rd_common import bd_rows, q_lists, run  # noqa: E402
 
 DEFAULT_Q = {"learned-stereo": "0,21,42,63", "learned-intra": "0,21,42,63",
              "jpeg": "4,8,16,24,32,40,48,56", "x265": "0,3,6,9,12,18,24,30"}
@@ -150,10 +150,7 @@ def main() -> int:
         os.symlink(os.path.abspath(lp), pairs / f"{name}_L{Path(lp).suffix}")
         os.symlink(os.path.abspath(rp), pairs / f"{name}_R{Path(rp).suffix}")
     print(f"{len(val)} held-out pairs: {', '.join(v[0] for v in val)}", flush=True)
-    qs = dict(DEFAULT_Q)
-    for item in args.q:
-        name, _, vals = item.partition("=")
-        qs[name] = vals
+    qs = q_lists(DEFAULT_Q, args.q)
     results = {}
     for c in [c for c in args.codec.split(",") if c]:
         pts = []

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from codecflow.eval import bdrate  # noqa: E402
 from codecflow.eval.plot import plot_rd  # noqa: E402
-from rd_common import bd_rows, run  # noqa: E402
+from rd_common import bd_rows, q_lists, run  # noqa: E402
 
 DEFAULT_Q = {"learned-video": "0,21,42,63", "learned-intra": "0,21,42,63",
              "x264": "4,8,12,16,20,24,28,32,36", "x265": "4,8,12,16,20,24,28,32,36"}
@@ -140,10 +140,7 @@ def main() -> int:
     written = write_clips(val, clips, args.frames)
     print(f"{len(written)} held-out clips: " +
           ", ".join(f"{n} ({k} frames)" for n, k in written), flush=True)
-    qs = dict(DEFAULT_Q)
-    for item in args.q:
-        name, _, vals = item.partition("=")
-        qs[name] = vals
+    qs = q_lists(DEFAULT_Q, args.q)
     results = {}
     for c in [c for c in args.codec.split(",") if c]:
         pts = []
