@@ -36,7 +36,10 @@ def cmd_validate(args) -> int:
     from codecflow.pipeline.config import load_config  # noqa: PLC0415
     from codecflow.pipeline.sources import source_class  # noqa: PLC0415
 
+    from codecflow.pipeline.preflight import check_environment  # noqa: PLC0415
+
     cfg = load_config(args.config, args.overrides)
+    check_environment(cfg)  # output folder writable, hosts resolve, ports free
     source = source_class(cfg.source_type)(cfg.source_config, cfg.mode)  # opens: checks inputs
     n = 0
     for stream in source.streams():
@@ -76,6 +79,15 @@ def cmd_stage(args) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
     return code
+
+
+def cmd_keys(args) -> int:
+    from codecflow.pipeline.transport import make_keys  # noqa: PLC0415
+
+    folder = make_keys(args.folder)
+    print(f"CURVE keys written to {folder} (server.key_secret, client.key_secret; readable by "
+          f"you only). Give every host of the pipeline a copy and set transport.keys: {folder}")
+    return 0
 
 
 def cmd_decode(args) -> int:
@@ -161,6 +173,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    help="override a config key (repeatable)")
     s.add_argument("--worker", type=int, default=0, help="encode worker index")
     s.set_defaults(func=cmd_stage)
+
+    k = sub.add_parser("keys", help="make a CURVE key set for stages started alone on several "
+                                    "hosts (transport.keys)")
+    k.add_argument("folder", help="folder to write the keys to (made private)")
+    k.set_defaults(func=cmd_keys)
 
     t = sub.add_parser("train", help="train a learned codec (resumable)")
     tsub = t.add_subparsers(dest="model", required=True)

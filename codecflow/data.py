@@ -21,6 +21,43 @@ UNIT_KINDS = ("frame", "pair", "gop")
 MATRIX_CHOICES = ("bt709", "bt601")
 RANGE_CHOICES = ("limited", "full")
 
+# The largest picture a stream may have (pixels per view): 16384 x 16384, about 400 MB per I420
+# frame. Larger sizes are refused with a clear error before any frame is allocated.
+MAX_PIXELS = 1 << 28
+
+
+def check_frame_size(width: int, height: int, where: str) -> None:
+    """SourceError when a W x H picture is larger than MAX_PIXELS."""
+    from codecflow.errors import SourceError
+
+    if int(width) * int(height) > MAX_PIXELS:
+        raise SourceError(f"{where}: {width}x{height} pictures ({int(width) * int(height):,} "
+                          f"pixels) are larger than codecflow takes ({MAX_PIXELS:,} pixels, "
+                          f"e.g. 16384x16384); check the size")
+
+MAX_SIDE = 65535
+STREAM_KEYS = ("width", "height", "views", "pix_fmt", "matrix", "range", "fps", "unit_kind",
+               "gop")
+
+
+def is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# StreamInfo field -> (what it must be, check): for .cfl headers and wire messages alike
+STREAM_FIELD_CHECKS = {
+    "width": (f"an integer 1..{MAX_SIDE}", lambda v: is_int(v) and 1 <= v <= MAX_SIDE),
+    "height": (f"an integer 1..{MAX_SIDE}", lambda v: is_int(v) and 1 <= v <= MAX_SIDE),
+    "views": ("1 or 2", lambda v: is_int(v) and v in (1, 2)),
+    "pix_fmt": (" or ".join(PIX_FMTS), lambda v: v in PIX_FMTS),
+    "matrix": (" or ".join(MATRIX_CHOICES), lambda v: v in MATRIX_CHOICES),
+    "range": (" or ".join(RANGE_CHOICES), lambda v: v in RANGE_CHOICES),
+    "fps": ("a number > 0", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+            and 0 < v < 1e6),
+    "unit_kind": (" or ".join(UNIT_KINDS), lambda v: v in UNIT_KINDS),
+    "gop": ("an integer 1..65535", lambda v: is_int(v) and 1 <= v <= 65535),
+}
+
 # Record flags (see docs/bitstream.md)
 FLAG_INTRA = 0x01
 FLAG_UNIT_END = 0x02  # last record of its unit: a reader knows the unit is whole

@@ -174,16 +174,18 @@ def test_demo_video_tcp_transport(tmp_path):
     assert summary(out)["frames"] == 16
 
 
-def _encode_pids(config_path: Path) -> list:
+def _encode_pids(supervisor_pid: int) -> list:
+    """The encode workers the supervisor ``supervisor_pid`` started."""
     pids = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if b"encode" in cmd and str(config_path).encode() in cmd:
+        if ppid == supervisor_pid and b"encode" in cmd:
             pids.append(int(d))
     return pids
 
@@ -197,14 +199,13 @@ def test_kill_worker_mid_run_output_complete_and_in_order(tmp_path):
             "--set", "heartbeat.timeout=1.5", "--set", "codec.params={preset: medium}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    cfg = out / "pipeline.yaml"
     deadline = time.time() + 60
     killed = None
     while time.time() < deadline and killed is None:
         time.sleep(0.1)
         jl = out / "units.jsonl"
         if jl.exists() and len(jl.read_text().splitlines()) >= 3:
-            pids = _encode_pids(cfg)
+            pids = _encode_pids(proc.pid)
             if len(pids) == 2:
                 killed = pids[0]
                 os.kill(killed, signal.SIGKILL)
@@ -340,11 +341,20 @@ def test_stages_started_alone_over_tcp(tmp_path):
     from codecflow.pipeline.transport import free_tcp_port
 
     out = tmp_path / "out"
+    keys = tmp_path / "keys"
+    subprocess.run([sys.executable, "-m", "codecflow.cli", "keys", str(keys)], cwd=ROOT,
+                   check=True, capture_output=True)
+    assert (keys / "client.key_secret").stat().st_mode & 0o077 == 0
     sets = ["--set", f"output.dir={out}", "--set", "source.frames=12", "--set", "codec.name=x264",
             "--set", f"transport.dispatch=tcp://127.0.0.1:{free_tcp_port()}",
             "--set", f"transport.sink=tcp://127.0.0.1:{free_tcp_port()}"]
     cfg = ROOT / "configs/demo_video.yaml"
     base = [sys.executable, "-m", "codecflow.cli", "stage"]
+    # tcp means CURVE: a stage without the run's keys refuses to start, naming the key
+    alone = subprocess.run(base + ["sink", "--config", str(cfg), *sets], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+    assert alone.returncode == 2 and "transport.keys" in alone.stderr, alone.stderr
+    sets += ["--set", f"transport.keys={keys}"]
     def start(name, *extra):
         return subprocess.Popen(base + [name, "--config", str(cfg), *sets, *extra], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

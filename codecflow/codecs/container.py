@@ -13,6 +13,7 @@ read (a unit is whole once its record flagged UNIT_END has been read).
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 import zlib
@@ -21,8 +22,8 @@ from typing import BinaryIO, Iterator
 
 import msgpack
 
-from codecflow.data import (FLAG_ENH_LAYER, FLAG_UNIT_END, FLAG_VIEW_RIGHT, MATRIX_CHOICES,
-                            PIX_FMTS, RANGE_CHOICES, UNIT_KINDS, Record, StreamInfo)
+from codecflow.data import (FLAG_ENH_LAYER, FLAG_UNIT_END, FLAG_VIEW_RIGHT,
+                            STREAM_FIELD_CHECKS, STREAM_KEYS, Record, StreamInfo, is_int)
 from codecflow.errors import ContainerError
 
 MAGIC = b"\x89CFL\r\n\x1a\n"
@@ -42,8 +43,6 @@ HEADER_KEYS = ("codec", "codec_version", "weights", "width", "height", "views", 
                "matrix", "range", "fps", "unit_kind", "gop", "q")
 
 
-STREAM_KEYS = ("width", "height", "views", "pix_fmt", "matrix", "range", "fps", "unit_kind",
-               "gop")
 
 
 def stream_header(info: StreamInfo, codec_fields: dict, stream: str) -> dict:
@@ -60,29 +59,13 @@ def header_stream_info(header: dict) -> StreamInfo:
     return StreamInfo(**{k: header[k] for k in STREAM_KEYS})
 
 
-MAX_SIDE = 65535
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-# key -> (what it must be, check)
-_HEADER_CHECKS = {
+# key -> (what it must be, check): the codec's fields, then the stream's (`data.py`)
+FIELD_CHECKS = {
     "codec": ("a non-empty string", lambda v: isinstance(v, str) and v != ""),
     "codec_version": ("a string", lambda v: isinstance(v, str)),
     "weights": ("a string", lambda v: isinstance(v, str)),
-    "q": ("an integer 0..63", lambda v: _is_int(v) and 0 <= v <= 63),
-    "width": (f"an integer 1..{MAX_SIDE}", lambda v: _is_int(v) and 1 <= v <= MAX_SIDE),
-    "height": (f"an integer 1..{MAX_SIDE}", lambda v: _is_int(v) and 1 <= v <= MAX_SIDE),
-    "views": ("1 or 2", lambda v: _is_int(v) and v in (1, 2)),
-    "pix_fmt": (" or ".join(PIX_FMTS), lambda v: v in PIX_FMTS),
-    "matrix": (" or ".join(MATRIX_CHOICES), lambda v: v in MATRIX_CHOICES),
-    "range": (" or ".join(RANGE_CHOICES), lambda v: v in RANGE_CHOICES),
-    "fps": ("a number > 0", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-            and 0 < v < 1e6),
-    "unit_kind": (" or ".join(UNIT_KINDS), lambda v: v in UNIT_KINDS),
-    "gop": ("an integer 1..65535", lambda v: _is_int(v) and 1 <= v <= 65535),
+    "q": ("an integer 0..63", lambda v: is_int(v) and 0 <= v <= 63),
+    **STREAM_FIELD_CHECKS,
 }
 
 
@@ -91,7 +74,7 @@ def check_header(header, where: str) -> dict:
     and what it is (never a KeyError or TypeError from deeper down)."""
     if not isinstance(header, dict):
         raise ContainerError(f"{where}: file header is not a map (got {type(header).__name__})")
-    for key, (what, ok) in _HEADER_CHECKS.items():
+    for key, (what, ok) in FIELD_CHECKS.items():
         if key not in header:
             raise ContainerError(f"{where}: file header lacks {key!r} (must be {what})")
         try:
@@ -131,34 +114,64 @@ def encode_record(rtype: int, unit: int, rec: Record) -> bytes:
     return _LEN.pack(len(body)) + body + _CRC.pack(zlib.crc32(body))
 
 
+def write_whole(f, blob) -> None:
+    """Append ``blob`` to the unbuffered file ``f`` whole, or not at all: on an error (a full
+    disk) the file is cut back to where it was and the OSError raised."""
+    start = f.tell()
+    view = memoryview(blob)
+    try:
+        while view:
+            n = f.write(view)
+            if not n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[n:]
+    except OSError:
+        try:
+            f.truncate(start)
+            f.seek(start)
+        except OSError:
+            pass
+        raise
+
+
 class CflWriter:
-    """Writes one stream. Each unit is flushed whole, so a reader (or a crash) sees whole units."""
+    """Writes one stream. Each unit is written whole or not at all (`write_whole`), so a reader
+    (or a crash, or a full disk) sees whole units."""
 
     def __init__(self, path: str | os.PathLike, header: dict):
         self.path = os.fspath(path)
-        self._f: BinaryIO = open(self.path, "wb")
+        self._f: BinaryIO = open(self.path, "wb", buffering=0)
         head = encode_header(header)
-        self._f.write(head)
-        self._f.flush()
+        write_whole(self._f, head)
         self.bytes_written = len(head)
         self.units = 0
         self.frames = 0
         self.closed = False
 
     def write_unit(self, unit: int, records: list[Record]) -> int:
-        """Append the records of one unit; returns the bytes written for it (headers included)."""
-        n = 0
+        """Append the records of one unit; returns the bytes written for it (headers included).
+        OSError (nothing of the unit written) when the disk refuses it."""
+        blobs = []
         for i, rec in enumerate(records):
             flags = rec.flags | (FLAG_UNIT_END if i == len(records) - 1 else 0)
-            blob = encode_record(REC_CODED, unit, Record(rec.frame_index, flags, rec.payload,
-                                                         rec.recon_crc, rec.view, rec.layer))
-            self._f.write(blob)
-            n += len(blob)
-        self._f.flush()
-        self.bytes_written += n
+            blobs.append(encode_record(REC_CODED, unit, Record(
+                rec.frame_index, flags, rec.payload, rec.recon_crc, rec.view, rec.layer)))
+        blob = b"".join(blobs)
+        write_whole(self._f, blob)
+        self.bytes_written += len(blob)
         self.units += 1
         self.frames = max(self.frames, max((r.frame_index for r in records), default=-1) + 1)
-        return n
+        return len(blob)
+
+    def mark(self) -> tuple:
+        """Where the file stands now, for `rollback`."""
+        return self.bytes_written, self.units, self.frames
+
+    def rollback(self, mark: tuple) -> None:
+        """Cut the file back to ``mark`` (a unit whose other outputs failed)."""
+        self.bytes_written, self.units, self.frames = mark
+        self._f.truncate(self.bytes_written)
+        self._f.seek(self.bytes_written)
 
     def close(self, frames: int | None = None) -> None:
         if self.closed:
@@ -166,17 +179,17 @@ class CflWriter:
         end = msgpack.packb({"units": self.units, "frames": frames if frames is not None
                              else self.frames}, use_bin_type=True)
         blob = encode_record(REC_END, self.units, Record(0, 0, end, 0))
-        self._f.write(blob)
-        self._f.flush()
-        os.fsync(self._f.fileno())
-        self._f.close()
+        try:
+            write_whole(self._f, blob)
+            os.fsync(self._f.fileno())
+        finally:
+            self._f.close()
+            self.closed = True
         self.bytes_written += len(blob)
-        self.closed = True
 
     def abort(self) -> None:
         """Close without an end record (the stream was cut short); whole units stay readable."""
         if not self.closed:
-            self._f.flush()
             self._f.close()
             self.closed = True
 
@@ -343,8 +356,8 @@ class CflReader:
         except Exception as e:  # noqa: BLE001 - msgpack raises several kinds
             self.status.error = f"end record is not valid msgpack ({type(e).__name__})"
             return
-        if not (isinstance(end, dict) and _is_int(end.get("units")) and
-                _is_int(end.get("frames"))):
+        if not (isinstance(end, dict) and is_int(end.get("units")) and
+                is_int(end.get("frames"))):
             self.status.error = f"end record is malformed: {end!r:.80}"
             return
         self.status.claimed = end

@@ -47,6 +47,11 @@ class TransportConfig:
     dispatch: str | None = None  # explicit endpoint (overrides scheme/host/port)
     sink: str | None = None
     hwm: int = number(8, 1, 100000, help="ZeroMQ high-water mark (messages) per socket")
+    auth: str = choice("auto", ("auto", "curve", "none"),
+                       help="curve: ZeroMQ CURVE, only holders of the run's keys may connect; "
+                            "auto: curve on tcp, none on ipc (a private socket folder)")
+    keys: str | None = None  # curve: folder with server.key_secret, client.key_secret
+    #                          (default: fresh keys per run; `codecflow keys DIR` makes a set)
 
 
 @dataclass
@@ -144,6 +149,11 @@ def read_yaml(path: str) -> dict:
             data = yaml.safe_load(f)
     except FileNotFoundError:
         raise ConfigError(f"config file {path}: not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path}: is a folder, expected a YAML file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path}: cannot be read: "
+                          f"{getattr(e, 'strerror', None) or e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path}: invalid YAML: {e}") from None
     if not isinstance(data, dict):

@@ -11,13 +11,13 @@ import msgpack
 import numpy as np
 
 from codecflow.data import CodedUnit, Frame, Record, StreamInfo, Unit
+from codecflow.pipeline.wire_check import (FIELDS, ProtocolError, check_fields,
+                                           check_frames_fit)
 
 VERSION = 1
-KINDS = ("unit", "coded", "stream", "eos", "stats", "ready", "heartbeat", "ack", "error", "stop")
-
-
-class ProtocolError(Exception):
-    pass
+KINDS = tuple(FIELDS)  # unit coded stream eos stats ready heartbeat ack error stop
+REORDER_WINDOW = 256  # the most sequence numbers between the oldest unit not yet at the sink
+#                       and the newest one sent; the sink drops anything further ahead
 
 
 def pack_header(header: dict) -> bytes:
@@ -27,6 +27,8 @@ def pack_header(header: dict) -> bytes:
 
 
 def unpack_header(blob) -> dict:
+    """A received header, decoded and checked field by field (`wire_check`): ProtocolError
+    (the receiver logs and drops the message) for anything malformed."""
     try:
         h = msgpack.unpackb(bytes(blob), raw=False)
     except Exception as e:  # noqa: BLE001 - any decode failure is a protocol error
@@ -37,8 +39,8 @@ def unpack_header(blob) -> dict:
         raise ProtocolError(f"protocol version {h.get('v')!r} is not supported (this codecflow "
                             f"speaks version {VERSION}); message dropped")
     if h.get("kind") not in KINDS:
-        raise ProtocolError(f"unknown message kind {h.get('kind')!r}; message dropped")
-    return h
+        raise ProtocolError(f"unknown message kind {h.get('kind')!r:.40}; message dropped")
+    return check_fields(h)
 
 
 def _buf(frame) -> memoryview:
@@ -56,6 +58,9 @@ def frames_to_wire(frames: list) -> tuple[list, list]:
 
 
 def frames_from_wire(meta: list, bufs: list) -> list:
+    if sum(len(m["shapes"]) for m in meta) > len(bufs):
+        raise ProtocolError(f"message describes {sum(len(m['shapes']) for m in meta)} planes "
+                            f"but carries {len(bufs)} buffers; dropped")
     frames, i = [], 0
     for m in meta:
         planes = []
@@ -79,6 +84,12 @@ def unit_to_msg(unit: Unit, t_read: float) -> list:
 
 
 def unit_from_msg(header: dict, bufs: list) -> Unit:
+    """A checked ``unit`` header (`unpack_header`) and its buffers -> Unit; ProtocolError if
+    the frames do not fit the stream or the buffers."""
+    check_frames_fit(header["frames"], header["info"], "unit")
+    if len(bufs) != sum(len(m["shapes"]) for m in header["frames"]):
+        raise ProtocolError(f"unit message carries {len(bufs)} buffers for "
+                            f"{sum(len(m['shapes']) for m in header['frames'])} planes; dropped")
     frames = frames_from_wire(header["frames"], bufs)
     return Unit(header["unit"], header["seq"], header["stream"], frames,
                 StreamInfo(**header["info"]), header.get("pts", 0.0),
@@ -101,7 +112,15 @@ def coded_to_msg(coded: CodedUnit, extra: dict, with_recon: bool) -> list:
 
 
 def coded_from_msg(header: dict, bufs: list) -> CodedUnit:
+    """A checked ``coded`` header and its buffers (payloads, then recon planes) -> CodedUnit;
+    ProtocolError if they do not fit."""
     n = len(header["records"])
+    recon = header.get("recon") or []
+    check_frames_fit(recon, header["info"], "coded")
+    planes = sum(len(m["shapes"]) for m in recon)
+    if len(bufs) != n + planes:
+        raise ProtocolError(f"coded message carries {len(bufs)} buffers for {n} records and "
+                            f"{planes} planes; dropped")
     records = [Record(r["frame_index"], r["flags"], bytes(_buf(b)), r["recon_crc"],
                       r.get("view", 0), r.get("layer", 0))
                for r, b in zip(header["records"], bufs[:n])]

@@ -17,11 +17,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
-from codecflow.errors import PipelineError
+from codecflow.errors import ConfigError, PipelineError
 from codecflow.pipeline.config import PipelineConfig, dump_config
-from codecflow.pipeline.transport import resolve_endpoints
+from codecflow.pipeline.preflight import check_environment
+from codecflow.pipeline.transport import auth_mode, make_keys, resolve_endpoints
 
 log = logging.getLogger("codecflow.supervisor")
 
@@ -95,9 +97,18 @@ class Supervisor:
 
     def run(self) -> int:
         cfg = self.cfg
-        endpoints = resolve_endpoints(cfg.transport)
-        os.makedirs(cfg.output.dir, exist_ok=True)
-        self.config_path = os.path.join(cfg.output.dir, "pipeline.yaml")
+        check_environment(cfg)  # exit 2 before anything is written
+        try:
+            endpoints = resolve_endpoints(cfg.transport)
+        except OSError as e:
+            raise ConfigError(f"transport: cannot pick free ports on {cfg.transport.host}: "
+                              f"{e.strerror or e}") from None
+        # the stages' config (and this run's keys) in a folder only this user can read; the
+        # output folder gets its pipeline.yaml once the source has opened its input
+        self._private = tempfile.mkdtemp(prefix="cflow-run-")
+        if auth_mode(cfg.transport, endpoints) == "curve" and not cfg.transport.keys:
+            cfg.transport.keys = make_keys(os.path.join(self._private, "keys"))
+        self.config_path = os.path.join(self._private, "pipeline.yaml")
         dump_config(cfg, self.config_path)
         log.info("pipeline %s: %s -> %s q=%d (%s units, %d worker(s), %s mode) -> %s",
                  cfg.name, cfg.source_type, cfg.codec.name, cfg.codec.q, cfg.unit_kind,
@@ -113,6 +124,7 @@ class Supervisor:
                 signal.signal(s, h)
             if self._own_ipc_dir and cfg.transport.dir:
                 shutil.rmtree(cfg.transport.dir, ignore_errors=True)
+            shutil.rmtree(self._private, ignore_errors=True)
 
     def _wait_source_open(self, rfd: int) -> bool:
         """The source writes one byte on the pipe once its input is open and valid."""
@@ -145,6 +157,8 @@ class Supervisor:
             src.poll()
             raise PipelineError(f"stage source failed before the pipeline started "
                                 f"({src.describe_exit()}); nothing was written")
+        os.makedirs(cfg.output.dir, exist_ok=True)
+        shutil.copyfile(self.config_path, os.path.join(cfg.output.dir, "pipeline.yaml"))
         self.stages["sink"] = Stage("sink", self._argv("sink"), self._env())
         for i in range(cfg.workers):
             self.start_worker(i)
@@ -154,6 +168,7 @@ class Supervisor:
         cfg = self.cfg
         source, sink = self.stages["source"], self.stages["sink"]
         finish_deadline = None
+        sink_failed = False
         while True:
             time.sleep(0.1)
             for name, st in list(self.stages.items()):
@@ -183,9 +198,12 @@ class Supervisor:
                     if not alive:
                         log.error("no encode worker left; stopping the pipeline")
                         source.signal(signal.SIGTERM)
-            if sink.poll() not in (None, 0) and source.poll() is None:
+            if sink.poll() not in (None, 0) and source.poll() is None and not sink_failed:
+                sink_failed = True  # said once; the source stops on its own deadline
                 log.error("stage sink failed (%s); stopping", sink.describe_exit())
                 source.signal(signal.SIGTERM)
+                time.sleep(0.05)
+                source.signal(signal.SIGTERM)  # nothing can be written: do not drain
             if sink.poll() == 0 and source.poll() is None and finish_deadline is None:
                 finish_deadline = time.monotonic() + 30.0  # source is closing its sockets
             if source.poll() is not None and sink.poll() is not None:

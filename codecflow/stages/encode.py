@@ -18,6 +18,7 @@ from codecflow.codecs.metrics import frame_psnr
 from codecflow.errors import CodecflowError
 from codecflow.pipeline import protocol, transport
 from codecflow.pipeline.stage import EXIT_FAILED, EXIT_OK, StopFlag
+from codecflow.pipeline.wire_check import Rejections
 
 log = logging.getLogger("codecflow.encode")
 
@@ -62,14 +63,16 @@ def unit_metrics(unit, coded) -> list:
 class Heartbeat(threading.Thread):
     """Sends heartbeats on its own socket so a long encode does not look like a dead worker."""
 
-    def __init__(self, ctx, endpoint: str, wid: str, interval: float):
+    def __init__(self, ctx, endpoint: str, wid: str, interval: float, security):
         super().__init__(daemon=True)
         self.ctx, self.endpoint, self.wid, self.interval = ctx, endpoint, wid, interval
+        self.security = security
         self.halt = threading.Event()
 
     def run(self):
         s = transport.make_socket(self.ctx, zmq.DEALER, 100, f"{self.wid}-hb".encode())
         s.setsockopt(zmq.LINGER, 0)
+        self.security.client(s)
         s.connect(self.endpoint)
         while not self.halt.wait(self.interval):
             s.send_multipart(protocol.control("heartbeat", worker=self.wid))
@@ -110,14 +113,17 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     wid = f"w{worker_index}-{os.getpid()}"
     codec = make_codec(cfg)
     ctx = zmq.Context.instance()
+    security = transport.Security(cfg.transport, endpoints)
     dealer = transport.make_socket(ctx, zmq.DEALER, cfg.transport.hwm, wid.encode())
+    security.client(dealer)
     dealer.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(1000 * cfg.heartbeat.interval)))
     dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(1000 * cfg.heartbeat.timeout)))
     watch = DispatcherWatch(dealer, cfg.heartbeat.timeout)
     dealer.connect(endpoints["dispatch"])
     to_sink = transport.make_socket(ctx, zmq.PUSH, cfg.transport.hwm)
+    security.client(to_sink)
     to_sink.connect(endpoints["sink"])
-    hb = Heartbeat(ctx, endpoints["dispatch"], wid, cfg.heartbeat.interval)
+    hb = Heartbeat(ctx, endpoints["dispatch"], wid, cfg.heartbeat.interval, security)
     hb.start()
     with_recon = cfg.output.recon
     codec_header = codec.header()
@@ -125,6 +131,7 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     log.info("worker %s ready: codec %s q=%d (%s)", wid, codec.name, codec.q,
              getattr(codec, "device", "cpu"))
     code = EXIT_OK
+    reject = Rejections(log, f"worker {wid}")
     try:
         while not stop.is_set():
             if not dealer.poll(200):
@@ -134,16 +141,23 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
                     break
                 continue
             parts = dealer.recv_multipart(copy=False)
+            h = None
             try:
                 h = protocol.unpack_header(parts[0])
+                if h["kind"] == "stop":
+                    break
+                if h["kind"] != "unit":
+                    raise protocol.ProtocolError(f"a {h['kind']} message is not for a worker; "
+                                                 f"dropped")
+                unit = protocol.unit_from_msg(h, parts[1:])
             except protocol.ProtocolError as e:
-                log.error("%s", e)
+                reject(e)
+                if h is not None and h.get("kind") == "unit":  # the dispatcher's: cannot go on
+                    dealer.send_multipart(protocol.control(
+                        "error", worker=wid, seq=-1, message=f"unit message rejected: {e}"))
+                    code = EXIT_FAILED
+                    break
                 continue
-            if h["kind"] == "stop":
-                break
-            if h["kind"] != "unit":
-                continue
-            unit = protocol.unit_from_msg(h, parts[1:])
             t0 = time.perf_counter()
             try:
                 coded = codec.encode(unit)

@@ -18,7 +18,8 @@ import zmq
 from codecflow.data import StreamInfo
 from codecflow.codecs.container import CflWriter, record_size, stream_header
 from codecflow.pipeline import protocol, transport
-from codecflow.pipeline.stage import EXIT_OK, StopFlag
+from codecflow.pipeline.stage import EXIT_FAILED, EXIT_OK, StopFlag
+from codecflow.pipeline.wire_check import Rejections
 from codecflow.stages.sinks.recon import ReconWriter
 from codecflow.stages.sinks.stats import StreamStats, run_summary, write_json_atomic
 from codecflow.stages.sinks.terminal import TerminalStats
@@ -33,10 +34,13 @@ class Sink:
         self.out_dir = cfg.output.dir
         os.makedirs(self.out_dir, exist_ok=True)
         self.ctx = zmq.Context.instance()
+        self.security = transport.Security(cfg.transport, endpoints)
         self.pull = transport.make_socket(self.ctx, zmq.PULL, max(cfg.transport.hwm, 1000))
+        self.security.server(self.ctx, self.pull)
         transport.bind(self.pull, endpoints["sink"], "sink")
         self.acks = transport.make_socket(self.ctx, zmq.DEALER, 1000,
                                           f"sink-{os.getpid()}".encode())
+        self.security.client(self.acks)
         self.acks.connect(endpoints["dispatch"])
         self.buffer: dict[int, tuple] = {}
         self.next_seq = 0
@@ -47,7 +51,9 @@ class Sink:
         self.source_stats: dict = {}
         self.dropped_seen = 0
         self.final: dict | None = None
+        self.output_error: str | None = None
         self.duplicates = 0
+        self.reject = Rejections(log, "sink")
         self.t0 = time.monotonic()
         self.jsonl = open(os.path.join(self.out_dir, "units.jsonl"), "w") if cfg.output.jsonl \
             else None
@@ -57,13 +63,18 @@ class Sink:
 
     # --------------------------------------------------------------------------- receive
     def _receive(self, parts: list, acks: list) -> None:
-        """One multipart message (header, buffers...)."""
+        """One multipart message (header, buffers...), checked (`wire_check`): a malformed one,
+        one of a kind the sink does not take, or one further ahead than the reorder window is
+        dropped and counted."""
         try:
             h = protocol.unpack_header(parts[0])
+            kind = h["kind"]
+            if kind not in ("stats", "coded", "stream", "eos"):
+                raise protocol.ProtocolError(f"a {kind} message is not for the sink; dropped")
+            payload = protocol.coded_from_msg(h, parts[1:]) if kind == "coded" else None
         except protocol.ProtocolError as e:
-            log.error("%s", e)
+            self.reject(e)
             return
-        kind = h["kind"]
         if kind == "stats":
             self.source_stats = h
             dropped = int(h.get("dropped_frames", 0))
@@ -71,25 +82,39 @@ class Sink:
                 self.streams[self.current].dropped += dropped - self.dropped_seen
             self.dropped_seen = dropped
             return
-        seq = h.get("seq")
-        if kind == "coded":
-            acks.append(seq)
+        seq = h["seq"]
         if kind == "eos" and h.get("final"):
             self.final = h
             self.acks.send_multipart(protocol.control("ack", seqs=[], final=True))
             return
-        if seq is None:
+        if seq >= self.next_seq + protocol.REORDER_WINDOW:
+            self.reject(f"{kind} message seq {seq} is more than {protocol.REORDER_WINDOW} ahead "
+                        f"of the next one to write ({self.next_seq}); dropped")
             return
+        if kind == "coded":
+            acks.append(seq)
         if seq < self.next_seq or seq in self.buffer:
             self.duplicates += 1
             log.info("duplicate unit seq %d dropped", seq)
             return
-        self.buffer[seq] = (h, parts[1:])
+        self.buffer[seq] = (h, payload)
 
     def _drain_in_order(self) -> None:
         """Write what is contiguous from `next_seq` on. Never past a missing unit: what comes
         after a gap waits (and is discarded at the end of the run, the stream then ends at
-        its last contiguous unit, not complete)."""
+        its last contiguous unit, not complete). An output that cannot be written (a full
+        disk, a folder gone) ends the run: every file keeps its whole units and frames."""
+        if self.output_error:
+            return
+        try:
+            self._drain()
+        except OSError as e:
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            self.output_error = f"cannot write the output{where} in {self.out_dir}: " \
+                                f"{e.strerror or e}"
+            log.error("%s; stopping (what was written stays whole)", self.output_error)
+
+    def _drain(self) -> None:
         while True:
             if self.next_seq not in self.buffer:
                 return
@@ -107,6 +132,10 @@ class Sink:
                                  reason=f"stopped at frame {st.frames} of {st.total}"
                                  if short else None, whole=True)
             elif kind == "coded":
+                if h["stream"] not in self.streams:
+                    self.reject(f"coded unit seq {h['seq']} of stream {h['stream']!r:.60}, "
+                                f"which never started; dropped")
+                    continue
                 self._write_unit(h, bufs)
 
     # ----------------------------------------------------------------------------- streams
@@ -131,20 +160,27 @@ class Sink:
             self.recons[name] = ReconWriter(self.out_dir, name, info, self.cfg.output.recon_format,
                                             st.total)
 
-    def _write_unit(self, h: dict, bufs: list) -> None:
+    def _write_unit(self, h: dict, coded) -> None:
         name = h["stream"]
         st = self.streams[name]
         if name not in self.writers and name not in self.recons:
             self._open_outputs(name, h)
-        coded = protocol.coded_from_msg(h, bufs)
         views = int(h["info"]["views"])
         nbytes = 0
-        if name in self.writers:
-            nbytes = self.writers[name].write_unit(coded.index, coded.records)
-        else:
-            nbytes = coded.payload_bytes
-        if name in self.recons and coded.recon:
-            self.recons[name].write(coded.first_frame, coded.recon, views)
+        # the unit goes into every output whole, or into none
+        cfl, recon = self.writers.get(name), self.recons.get(name) if coded.recon else None
+        marks = [(w, w.mark()) for w in (cfl, recon) if w is not None]
+        try:
+            nbytes = cfl.write_unit(coded.index, coded.records) if cfl else coded.payload_bytes
+            if recon:
+                recon.write(coded.first_frame, coded.recon, views)
+        except OSError:
+            for w, m in marks:
+                try:
+                    w.rollback(m)
+                except OSError:
+                    pass
+            raise
         n_frames = len(coded.recon) // views if coded.recon else int(h.get("frames_n", 1)) // views
         latency = time.time() - h.get("t_read", time.time())
         view_bytes = [0] * views
@@ -229,7 +265,7 @@ class Sink:
             if acks:
                 self.acks.send_multipart(protocol.control("ack", seqs=acks))
             self._drain_in_order()
-            if self.final is not None:
+            if self.final is not None or self.output_error:
                 break
             self._show()
             if self.stop.is_set():
@@ -248,7 +284,7 @@ class Sink:
         return None
 
     def finish(self) -> int:
-        error = (self.final or {}).get("error")
+        error = self.output_error or (self.final or {}).get("error")
         why = (error or self._gap_reason() or
                (None if self.final is not None else "stopped before the end of the run"))
         if self.buffer:
@@ -256,15 +292,25 @@ class Sink:
                         len(self.buffer))
             self.buffer.clear()
         for name in list(self.streams):
-            self._end_stream(name, complete=False, reason=why or "stream end never arrived")
+            try:
+                self._end_stream(name, complete=False, reason=why or "stream end never arrived")
+            except OSError as e:  # the end record did not fit: the file keeps its whole units
+                log.error("stream %s: cannot close its output: %s", name, e)
+                self.output_error = self.output_error or \
+                    f"cannot write the output in {self.out_dir}: {e.strerror or e}"
+                error = error or self.output_error
         self.term.close()
         if self.jsonl:
-            self.jsonl.close()
+            try:
+                self.jsonl.close()
+            except OSError as e:
+                log.error("units.jsonl: %s", e)
         elapsed = time.monotonic() - self.t0
         summary = run_summary(self.streams, elapsed, int(self.source_stats.get("dropped_frames", 0)),
                               {"dropped_units": int(self.source_stats.get("dropped_units", 0)),
                                "resent_units": int(self.source_stats.get("resent", 0)),
                                "duplicates_dropped": self.duplicates,
+                               "messages_rejected": self.reject.count,
                                "codec": {"name": self.cfg.codec.name, "q": self.cfg.codec.q},
                                "mode": self.cfg.mode, "workers": self.cfg.workers,
                                "complete": all(s.complete for s in self.streams.values())
@@ -272,13 +318,17 @@ class Sink:
                                "incomplete_reason": why or next(
                                    (s.reason for s in self.streams.values() if s.reason), None),
                                "error": error})
-        write_json_atomic(os.path.join(self.out_dir, "summary.json"), summary)
+        try:
+            write_json_atomic(os.path.join(self.out_dir, "summary.json"), summary)
+        except OSError as e:
+            log.error("summary.json cannot be written in %s: %s", self.out_dir, e)
         if self.prom:
             self.prom.close()
         self.pull.close(linger=0)
         self.acks.close(linger=1000)
+        self.security.close()
         self.ctx.term()
-        return EXIT_OK
+        return EXIT_FAILED if self.output_error else EXIT_OK
 
 
 def _db(x) -> str:

@@ -17,10 +17,11 @@ import time
 
 import zmq
 
-from codecflow.data import Unit
+from codecflow.data import Unit, check_frame_size
 from codecflow.errors import CodecflowError
 from codecflow.pipeline import protocol, transport
 from codecflow.pipeline.stage import EXIT_FAILED, EXIT_OK, StopFlag
+from codecflow.pipeline.wire_check import Rejections
 from codecflow.stages.framing import frame_groups, stream_info_for
 from codecflow.pipeline.sources import source_class
 from codecflow.stages.unit_queue import UnitQueue
@@ -28,6 +29,7 @@ from codecflow.stages.unit_queue import UnitQueue
 log = logging.getLogger("codecflow.source")
 
 FINAL_ACK_TIMEOUT = 120.0
+MAX_CREDIT = 64  # units a worker may hold at once, whatever credit it announces
 
 
 def reader(source, cfg, q: UnitQueue, stop: StopFlag, counters: dict) -> None:
@@ -35,6 +37,7 @@ def reader(source, cfg, q: UnitQueue, stop: StopFlag, counters: dict) -> None:
     units = 0
     try:
         for stream in source.streams():
+            check_frame_size(stream.info.width, stream.info.height, f"stream {stream.name}")
             info = stream_info_for(stream.info, cfg.unit_kind, cfg.codec.gop)
             counters["streams"].append({"stream": stream.name, "total": stream.total,
                                         "meta": stream.meta})
@@ -73,8 +76,11 @@ class Dispatcher:
         hwm = cfg.transport.hwm
         self.router = transport.make_socket(self.ctx, zmq.ROUTER, max(hwm, 1000))
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.security = transport.Security(cfg.transport, endpoints)
+        self.security.server(self.ctx, self.router)
         transport.bind(self.router, endpoints["dispatch"], "dispatch")
         self.to_sink = transport.make_socket(self.ctx, zmq.PUSH, max(hwm, 1000))
+        self.security.client(self.to_sink)
         self.to_sink.connect(endpoints["sink"])
         self.workers: dict[str, dict] = {}
         self.inflight: dict[int, dict] = {}
@@ -83,6 +89,7 @@ class Dispatcher:
         self.error: str | None = None
         self.resent = 0
         self.final_acked = False
+        self.reject = Rejections(log, "dispatch")
 
     # ------------------------------------------------------------------ worker bookkeeping
     def _worker(self, wid: str) -> dict:
@@ -95,13 +102,19 @@ class Dispatcher:
 
     def _handle(self, parts: list) -> None:
         """One multipart message from a worker or the sink: [identity, header]."""
-        ident, blob = parts[0], parts[1]
         try:
-            h = protocol.unpack_header(blob)
+            if len(parts) != 2:
+                raise protocol.ProtocolError(f"a message of {len(parts) - 1} parts; the "
+                                             f"dispatcher takes one header; dropped")
+            ident = parts[0]
+            h = protocol.unpack_header(parts[1])
+            kind = h["kind"]
+            if kind not in ("ack", "ready", "heartbeat", "error"):
+                raise protocol.ProtocolError(f"a {kind} message is not for the dispatcher; "
+                                             f"dropped")
         except protocol.ProtocolError as e:
-            log.error("dispatch: %s", e)
+            self.reject(e)
             return
-        kind = h["kind"]
         if kind == "ack":
             if h.get("final"):
                 self.final_acked = True
@@ -117,7 +130,7 @@ class Dispatcher:
         w["seen"] = time.monotonic()
         if kind == "ready":
             w["ident"] = ident
-            w["credit"] += int(h.get("credit", 1))
+            w["credit"] = min(w["credit"] + h["credit"], MAX_CREDIT)
         elif kind == "error":
             seq = h.get("seq")
             self.error = (f"stage encode (worker {wid}) failed on unit seq {seq}: "
@@ -155,6 +168,13 @@ class Dispatcher:
     def _has_credit(self) -> bool:
         return any(w["credit"] > 0 and w["ident"] is not None for w in self.workers.values())
 
+    def _window_open(self) -> bool:
+        """A new sequence number stays within REORDER_WINDOW of the oldest unit the sink has
+        not yet received, so the sink's reorder buffer is bounded (it drops anything further
+        ahead)."""
+        return not self.inflight or \
+            self.next_seq + 1 < min(self.inflight) + protocol.REORDER_WINDOW
+
     # ------------------------------------------------------------------------- main loop
     def run(self, q: UnitQueue, counters: dict) -> int:
         poller = zmq.Poller()
@@ -177,7 +197,8 @@ class Dispatcher:
                     self.resend.popleft()
                 else:
                     break
-            while not source_done and not self.resend and self._has_credit():
+            while not source_done and not self.resend and self._has_credit() \
+                    and self._window_open():
                 item = q.get_nowait()
                 if item is None:
                     break
@@ -291,6 +312,7 @@ class Dispatcher:
     def close(self) -> None:
         self.router.close(linger=500)
         self.to_sink.close(linger=5000)
+        self.security.close()
         self.ctx.term()  # flush what is still queued (bounded by the sockets' linger)
 
 

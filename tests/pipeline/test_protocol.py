@@ -7,6 +7,9 @@ from codecflow.data import CodedUnit, Frame, Record, StreamInfo, Unit
 from codecflow.pipeline import protocol
 
 
+CODEC = {"codec": "jpeg", "codec_version": "1", "weights": "", "q": 30}
+
+
 def sample_unit():
     y = np.arange(48 * 64, dtype=np.uint8).reshape(48, 64)
     u = np.full((24, 32), 100, np.uint8)
@@ -47,7 +50,8 @@ def test_coded_roundtrip_with_recon():
     unit = sample_unit()
     coded = CodedUnit("gop", 7, "s", [Record(10, 1, b"abc", 5), Record(11, 0, b"de", 6)],
                       unit.frames, unit.info, 10, 3)
-    msg = protocol.coded_to_msg(coded, {"metrics": [{"psnr_y": 1.0}]}, with_recon=True)
+    msg = protocol.coded_to_msg(coded, {"metrics": [{"psnr_y": 1.0}], "codec": CODEC},
+                                with_recon=True)
     h = protocol.unpack_header(msg[0])
     got = protocol.coded_from_msg(h, msg[1:])
     assert [r.payload for r in got.records] == [b"abc", b"de"]

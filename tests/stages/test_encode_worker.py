@@ -24,6 +24,7 @@ def test_worker_stops_when_its_dispatcher_is_gone(tmp_path):
          "--set", f"transport.dispatch=tcp://127.0.0.1:{dport}",
          "--set", f"transport.sink=tcp://127.0.0.1:{sport}",
          "--set", "heartbeat.interval=0.2", "--set", "heartbeat.timeout=1.0",
+         "--set", "transport.auth=none",  # a plain test socket stands in for the dispatcher
          "--set", f"output.dir={tmp_path}", "--worker", "0"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:

@@ -85,6 +85,28 @@ def test_out_of_order_units_are_written_in_order_and_duplicates_dropped(sink):
     assert summary["streams"]["s"]["bytes"] == (out / "s.cfl").stat().st_size
 
 
+def test_reorder_buffer_is_bounded_and_bad_messages_counted(sink):
+    """Far-future sequence numbers, units of streams that never started, malformed headers:
+    dropped and counted, never buffered or written."""
+    s, push, out = sink
+    start = protocol.control("stream", seq=0, stream="s", info=INFO.to_dict(), total=1, meta={})
+    far = coded_msg(protocol.REORDER_WINDOW + 1, 0)
+    stray = coded_msg(2, 0)
+    h = protocol.unpack_header(stray[0])
+    h["stream"] = "never-started"
+    stray = [protocol.pack_header(h), *stray[1:]]
+    bad_kind = protocol.control("ready", worker="x", credit=1)
+    feed(s, push, [start, far, bad_kind, [b"\x93garbage"], coded_msg(1, 0), stray])
+    assert s.reject.count == 4 and list(s.buffer) == []
+    assert s.next_seq == 3  # the stray unit took its place in order, and was not written
+    feed(s, push, [protocol.control("eos", seq=3, stream="s", frames=1),
+                   protocol.control("eos", final=True, seq=4)])
+    s.finish()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["messages_rejected"] == 4 and summary["complete"]
+    assert summary["streams"]["s"]["frames"] == 1
+
+
 def test_stream_stats_rates():
     st = StreamStats("s", {"width": 10, "height": 10, "views": 2, "fps": 25.0,
                            "pix_fmt": "rgb24", "unit_kind": "pair"}, 4, {})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import cv2
 
 from codecflow.codecs import colour
+from codecflow.codecs.container import write_whole
 from codecflow.data import StreamInfo
 from codecflow.media import parse_yuv_name, write_i420
 
@@ -29,6 +31,7 @@ class ReconWriter:
         self.single = total == 1
         self.paths: list[str] = []
         self._files = []
+        self._new_pngs: list[str] = []  # PNGs written since the last mark()
         if self.fmt == "yuv":
             tag = f"{info.width}x{info.height}_{_fps_tag(info.fps)}"
             base = exact_name or stream
@@ -41,26 +44,53 @@ class ReconWriter:
             names = ([f"{base}_L{suffix}.yuv", f"{base}_R{suffix}.yuv"] if info.views == 2
                      else [f"{base}{suffix}.yuv"])
             self.paths = [os.path.join(self.dir, n) for n in names]
-            self._files = [open(p, "wb") for p in self.paths]
+            self._files = [open(p, "wb", buffering=0) for p in self.paths]
+
+    def mark(self) -> list:
+        """Where the files stand now, for `rollback`."""
+        self._new_pngs = []
+        return [f.tell() for f in self._files]
+
+    def rollback(self, mark: list) -> None:
+        """Undo what was written since ``mark`` (a unit whose other outputs failed)."""
+        for f, pos in zip(self._files, mark):
+            f.truncate(pos)
+            f.seek(pos)
+        for path in self._new_pngs:
+            if os.path.exists(path):
+                os.remove(path)
+        self._new_pngs = []
 
     def write(self, first_frame: int, frames: list, views: int) -> None:
+        """Each picture is written whole or not at all: on a full disk the file is cut back to
+        its last whole frame (or the partial PNG removed) and the OSError raised."""
         per_instant = [frames[i:i + views] for i in range(0, len(frames), views)]
         for k, inst in enumerate(per_instant):
             n = first_frame + k
             for v, fr in enumerate(inst):
                 if self.fmt == "yuv":
-                    write_i420(self._files[v], fr, self.info.matrix, self.info.range)
+                    buf = io.BytesIO()
+                    write_i420(buf, fr, self.info.matrix, self.info.range)
+                    write_whole(self._files[v], buf.getbuffer())
                 else:
                     suffix = ("_L", "_R")[v] if views == 2 else ""
                     name = (f"{self.stream}{suffix}.png" if self.single
                             else f"{self.stream}_{n:05d}{suffix}.png")
                     path = os.path.join(self.dir, name)
                     rgb = colour.to_rgb(fr, self.info.matrix, self.info.range)
-                    cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    if not ok:
+                        raise OSError(f"cannot encode {path} as PNG")
+                    self._new_pngs.append(path)
+                    try:
+                        with open(path, "wb") as f:
+                            f.write(png.tobytes())
+                    except OSError:
+                        if os.path.exists(path):
+                            os.remove(path)
+                        raise
                     if path not in self.paths and len(self.paths) < 4:
                         self.paths.append(path)
-        for f in self._files:
-            f.flush()
 
     def close(self) -> None:
         for f in self._files:

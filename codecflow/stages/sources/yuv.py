@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from codecflow.data import MATRIX_CHOICES, RANGE_CHOICES, StreamInfo
+from codecflow.data import MATRIX_CHOICES, RANGE_CHOICES, StreamInfo, check_frame_size
 from codecflow.errors import SourceError
 from codecflow.media import i420_frame_size, parse_yuv_name, split_i420
 from codecflow.pipeline import schema
@@ -84,6 +84,7 @@ class YuvSource(Source):
                 f"yuv source: {path}: cannot tell the frame size: the name does not follow "
                 f"NAME_WxH_FPS.yuv (e.g. clip_1920x1080_30.yuv); set source.width and "
                 f"source.height")
+        check_frame_size(w, h, f"yuv source: {path}")
         fps = c.fps if c.fps is not None else (parsed[2] if parsed and parsed[2] else DEFAULT_FPS)
         return w, h, float(fps)
 
