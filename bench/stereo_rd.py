@@ -43,6 +43,7 @@ from rd_common import bd_rows, q_lists, run  # noqa: E402
 
 DEFAULT_Q = {"learned-stereo": "0,21,42,63", "learned-intra": "0,21,42,63",
              "jpeg": "4,8,16,24,32,40,48,56", "x265": "0,3,6,9,12,18,24,30"}
+SPEED_CODECS = ("learned-stereo", "learned-stereo (fast)", "learned-intra")
 PAIR_CODECS = ("learned-stereo", "learned-intra", "jpeg", "webp", "x265-intra")
 
 
@@ -110,8 +111,9 @@ def speed(pairs: list, threads: int, reps: int = 3) -> dict:
     info = StreamInfo(640, 480, pix_fmt="rgb24", views=2, unit_kind="pair")
     unit = Unit("pair", 0, name, [Frame.rgb(v) for v in crop], info)
     out = {}
-    for codec in ("learned-stereo", "learned-intra"):
-        c = create_codec(codec, q=32)
+    for codec in SPEED_CODECS:
+        name_, _, mode = codec.partition(" ")
+        c = create_codec(name_, q=32, **({"fast": True} if mode == "(fast)" else {}))
         c.encode(unit)  # warm-up
         t_enc, t_dec = [], []
         for _ in range(reps):
@@ -138,6 +140,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench/results/stereo_rd"))
+    ap.add_argument("--keep", action="store_true",
+                    help="take the points of the codecs not run from the existing OUT.json "
+                         "(same pairs, e.g. after retraining one codec); said in the table")
     args = ap.parse_args()
     if not Path(args.stereo).is_dir():
         print(f"stereo folder {args.stereo} not found", file=sys.stderr)
@@ -163,6 +168,15 @@ def main() -> int:
                   flush=True)
             pts.append(p)
         results[c] = pts
+    kept = []
+    if args.keep and Path(args.out).with_suffix(".json").is_file():
+        old = json.loads(Path(args.out).with_suffix(".json").read_text())
+        if old.get("pairs") != [v[0] for v in val]:
+            raise SystemExit(f"--keep: {args.out}.json was measured on other pairs")
+        for c, pts in old["points"].items():
+            if c not in results:
+                results[c] = pts
+                kept.append(c)
     curves = {c: ([p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts])
               for c, pts in results.items()}
     table = {}
@@ -186,15 +200,18 @@ def main() -> int:
                     "| codec | encode pairs/s | decode pairs/s |", "|---|---|---|"]
         sp_lines += [f"| {c} | {sp[c]['encode_pairs_per_s']:.3f} | "
                      f"{sp[c]['decode_pairs_per_s']:.3f} |"
-                     for c in ("learned-stereo", "learned-intra")] + [""]
+                     for c in SPEED_CODECS if c in sp] + [""]
     md = "\n".join(["# Stereo RD on held-out pairs", "",
-                    f"Pairs ({len(val)}): {', '.join(v[0] for v in val)}", "", *lines, "",
+                    f"Pairs ({len(val)}): {', '.join(v[0] for v in val)}", "",
+                    *([f"Points of {', '.join(kept)} kept from the previous run (their codecs "
+                       f"did not change).", ""] if kept else []), *lines, "",
                     *pts_lines, "", *sp_lines])
     print("\n" + md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
-        {"pairs": [v[0] for v in val], "points": results, "bd": table, "speed": sp}, indent=2))
+        {"pairs": [v[0] for v in val], "points": results, "bd": table, "speed": sp,
+         "kept": kept}, indent=2))
     out.with_suffix(".md").write_text(md)
     plot_rd(curves, str(out.with_suffix(".png")), title="Held-out stereo pairs (PSNR-RGB, "
             "pair total)", max_bpp=2.0)

@@ -23,7 +23,8 @@ from codecflow.training import conditional_cli as cli
 from codecflow.training.datasets import default_data_root
 
 VAL_QS = [16, 48]
-CACHE_VERSION = 2  # 2: conditions from the analysis of the aligned decoded picture
+CACHE_VERSION = 3  # 2: conditions from the analysis of the aligned decoded picture;
+#                   3: aligned by the rate-constrained disparity search
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

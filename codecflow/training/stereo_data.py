@@ -104,8 +104,8 @@ def latent_examples(model, ref: np.ndarray, cur: np.ndarray, qs: list, align=Non
     latent], "c": [the condition, real units], "q": [...]} (arrays C x h x w, float32), plus
     "intra_bytes" (what learned-intra spends on ``cur``) with ``intra_bytes``.
 
-    ``align(cur, decoded ref) -> displacement field`` is the codec's encoder search (default:
-    learned-stereo's block disparity); the condition is the analysis of the decoded reference
+    ``align(cur, decoded ref, q) -> displacement field`` is the codec's encoder search (default:
+    learned-stereo's rate-constrained block disparity at q); the condition is the analysis of the decoded reference
     moved by it, at q's gains (float here; the codec computes it exactly)."""
     import torch
 
@@ -113,10 +113,10 @@ def latent_examples(model, ref: np.ndarray, cur: np.ndarray, qs: list, align=Non
 
     if align is None:
         from codecflow.codecs.learned.stereo import BLOCK, MARGIN, MAX_DISPARITY
-        from codecflow.codecs.learned.warp import block_disparity
+        from codecflow.codecs.learned.warp import block_disparity, disparity_rate
 
-        def align(c, r):
-            return block_disparity(c, r, BLOCK, -MARGIN, MAX_DISPARITY)
+        def align(c, r, q):
+            return block_disparity(c, r, BLOCK, -MARGIN, MAX_DISPARITY, disparity_rate(q))
         block = BLOCK
     else:
         align, block = align
@@ -129,7 +129,7 @@ def latent_examples(model, ref: np.ndarray, cur: np.ndarray, qs: list, align=Non
             coded = model.compress_latent(ga_r * g)
             pic = model.g_s(coded["y16"].float() / 16.0 * ig)  # float: close to the exact one
             pic = (pic[0, :, :h, :w].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-            aligned = warp(pic, align(cur, pic), block)
+            aligned = warp(pic, align(cur, pic, q), block)
             c = model.g_a(_tensor(model, aligned)) * g
             y = ga_c * g
             out["y"].append(y[0].float().numpy())

@@ -100,6 +100,6 @@ def video_examples(model, prev: np.ndarray, cur: np.ndarray, qs: list,
     from codecflow.codecs.learned.warp import block_motion
     from codecflow.training.stereo_data import latent_examples
 
-    def align(c, r):
+    def align(c, r, q):
         return block_motion(c, r, BLOCK, SEARCH)
     return latent_examples(model, prev, cur, qs, (align, BLOCK), intra_bytes)

@@ -48,7 +48,7 @@ PAYLOAD_VERSION = 1
 _HEAD = struct.Struct("<BBBBBHH")  # format byte, version, q, flags, reference view, h, w
 N_STRINGS = 4  # disparity field, z, r anchors, r non-anchors
 BLOCK = 16           # disparity blocks of 16 x 16 pixels (the encoder's choice; signalled)
-BLOCKS = (16, 32)    # block sizes the encoder tries (the smaller payload is kept)
+RATES = (1.0, 4.0)   # field rate weights the encoder tries, x warp.disparity_rate(q)
 MAX_DISPARITY = 256  # the encoder's search range, pixels
 MARGIN = 16          # ... and the other way
 VIEWS = ("left", "right")
@@ -81,13 +81,14 @@ def disparity_range(ref_view: int) -> tuple:
 
 
 def encode_pair(intra, coder, first_rgb: np.ndarray, second_rgb: np.ndarray, q: int,
-                ref_view: int, blocks: tuple = BLOCKS) -> tuple:
+                ref_view: int, rates: tuple = RATES) -> tuple:
     """-> (first payload, second payload, first picture, second picture) (uint8 RGB).
 
-    The second view is coded once per block size in ``blocks`` and the smaller payload kept:
-    finer blocks align better, coarser ones cost fewer bytes of field (measured on held-out
-    pairs: 32 px wins at low rates, 16 px at high ones)."""
-    from codecflow.codecs.learned.warp import block_disparity, pack_field, warp
+    The disparity field (blocks of BLOCK px) is searched rate-constrained
+    (`warp.block_disparity`) once per factor in ``rates`` times `warp.disparity_rate(q)`; the
+    second view is coded with each field and the smaller payload kept."""
+    from codecflow.codecs.learned.warp import (block_disparity, disparity_rate, pack_field,
+                                               warp)
 
     h, w = second_rgb.shape[:2]
     if first_rgb.shape != second_rgb.shape:
@@ -98,12 +99,12 @@ def encode_pair(intra, coder, first_rgb: np.ndarray, second_rgb: np.ndarray, q: 
     y = analyse(intra, second_rgb, q)
     grey = is_grey(second_rgb)
     best = None
-    for block in blocks:
-        field = block_disparity(second_rgb, pic1, block, lo, hi)
-        c_int = condition_latent(intra, coder, warp(pic1, field, block), q)
+    for factor in rates:
+        field = block_disparity(second_rgb, pic1, BLOCK, lo, hi, factor * disparity_rate(q))
+        c_int = condition_latent(intra, coder, warp(pic1, field, BLOCK), q)
         strings, sym_crc, pic2, _ = code_latent(intra, coder, y, c_int, C_FRAC, q, h, w, grey)
         p2 = pack_payload(int(q), FLAG_GREY if grey else 0, ref_view, h, w,
-                          [pack_field(field, block)] + list(strings), sym_crc)
+                          [pack_field(field, BLOCK)] + list(strings), sym_crc)
         if best is None or len(p2) < len(best[0]):
             best = (p2, pic2)
     return p1, best[0], pic1, best[1]
@@ -141,8 +142,8 @@ class LearnedStereo(Codec):
                              f"weights, intra_weights, first_view, fast, device")
         if not isinstance(fast, bool):
             raise CodecError(f"learned-stereo: fast must be true or false, got {fast!r}")
-        # fast: one disparity block size (16 px) instead of trying each of BLOCKS
-        self.blocks = (BLOCK,) if fast else BLOCKS
+        # fast: one disparity field search and coding pass instead of one per RATES
+        self.rates = RATES[:1] if fast else RATES
         if first_view not in VIEWS:
             raise CodecError(f"learned-stereo: first_view must be 'left' or 'right', got "
                              f"{first_view!r}")
@@ -168,7 +169,7 @@ class LearnedStereo(Codec):
         rgb = [colour.to_rgb(f, info.matrix, info.range) for f in unit.frames]
         first, second = self.first, 1 - self.first
         p1, p2, pic1, pic2 = encode_pair(self.intra, self.coder, rgb[first], rgb[second],
-                                         self.q, first, self.blocks)
+                                         self.q, first, self.rates)
         recon = [None, None]
         recon[first] = colour.like(pic1, info.pix_fmt, info.matrix, info.range)
         recon[second] = colour.like(pic2, info.pix_fmt, info.matrix, info.range)
