@@ -70,6 +70,8 @@ class StatsConfig:
     terminal: str = choice("auto", ("auto", "panel", "line", "off"))
     psnr: bool = True
     prometheus_port: int | None = None
+    http_port: int | None = number(None, 1, 65535, help="serve the live web view (plots, "
+                                   "/stats.json, /metrics) on 127.0.0.1:PORT")
 
 
 @dataclass

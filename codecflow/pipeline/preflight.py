@@ -75,5 +75,7 @@ def check_environment(cfg) -> None:
     """Everything a run needs of its environment before it starts."""
     check_output_dir(cfg.output.dir)
     check_transport(cfg.transport)
-    if cfg.stats.prometheus_port:
-        check_port_free("127.0.0.1", cfg.stats.prometheus_port, "stats.prometheus_port")
+    for key in ("prometheus_port", "http_port"):
+        port = getattr(cfg.stats, key)
+        if port:
+            check_port_free("127.0.0.1", port, f"stats.{key}")

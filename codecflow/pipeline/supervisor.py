@@ -31,11 +31,16 @@ SOURCE_OPEN_TIMEOUT = 120.0
 
 
 class Stage:
-    def __init__(self, name: str, argv: list, env: dict, pass_fds=()):
+    def __init__(self, name: str, argv: list, env: dict, pass_fds=(), console=None):
         self.name = name
         self.argv = argv
         self.env = env
-        self.proc = subprocess.Popen(argv, env=env, start_new_session=True, pass_fds=pass_fds)
+        console = console if console is not None and console.owns_screen else None
+        piped = {"stderr": subprocess.PIPE, "text": True, "errors": "replace"} if console else {}
+        self.proc = subprocess.Popen(argv, env=env, start_new_session=True, pass_fds=pass_fds,
+                                     **piped)
+        if console is not None:
+            console.watch(name, self.proc.stderr)
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -66,6 +71,11 @@ class Supervisor:
         self.restarts = 0
         self.signals = 0
         self.failed: list[str] = []
+        # the live panel (this process owns the terminal: stage logs above the panel) and the
+        # web view are drawn here, from the sink's relayed snapshots
+        term = cfg.stats.terminal
+        self.panel = term == "panel" or (term == "auto" and sys.stderr.isatty())
+        self.console = None
         self._own_ipc_dir = cfg.transport.scheme == "ipc" and not cfg.transport.dir \
             and not cfg.transport.dispatch
 
@@ -93,7 +103,7 @@ class Supervisor:
     def start_worker(self, i: int) -> None:
         self.stages[f"encode-{i}"] = Stage(f"encode-{i}", self._argv("encode", ["--worker",
                                                                                str(i)]),
-                                           self._env())
+                                           self._env(), console=self.console)
 
     def run(self) -> int:
         cfg = self.cfg
@@ -115,6 +125,13 @@ class Supervisor:
                  cfg.workers, cfg.mode, cfg.output.dir)
         log.debug("endpoints %s", endpoints)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        if self.panel or cfg.stats.http_port:
+            from codecflow.pipeline.console import StatsView
+
+            self.console = StatsView("panel" if self.panel else cfg.stats.terminal,
+                                     cfg.stats.interval, cfg.stats.http_port, cfg.name)
+            if cfg.stats.http_port:
+                log.info("live web view: http://127.0.0.1:%d/", cfg.stats.http_port)
         try:
             return self._run()
         finally:
@@ -125,12 +142,19 @@ class Supervisor:
             if self._own_ipc_dir and cfg.transport.dir:
                 shutil.rmtree(cfg.transport.dir, ignore_errors=True)
             shutil.rmtree(self._private, ignore_errors=True)
+            if self.console is not None:
+                self.console.close()
+
+    def _pump(self) -> None:
+        if self.console is not None:
+            self.console.pump()
 
     def _wait_source_open(self, rfd: int) -> bool:
         """The source writes one byte on the pipe once its input is open and valid."""
         deadline = time.monotonic() + SOURCE_OPEN_TIMEOUT
         src = self.stages["source"]
         while time.monotonic() < deadline:
+            self._pump()
             r, _, _ = select.select([rfd], [], [], 0.1)
             if r:
                 return os.read(rfd, 1) == b"1"
@@ -143,7 +167,8 @@ class Supervisor:
         rfd, wfd = os.pipe()
         env = self._env()
         env["CODECFLOW_READY_FD"] = str(wfd)
-        self.stages["source"] = Stage("source", self._argv("source"), env, pass_fds=(wfd,))
+        self.stages["source"] = Stage("source", self._argv("source"), env, pass_fds=(wfd,),
+                                      console=self.console)
         os.close(wfd)
         opened = self._wait_source_open(rfd)
         os.close(rfd)
@@ -159,7 +184,13 @@ class Supervisor:
                                 f"({src.describe_exit()}); nothing was written")
         os.makedirs(cfg.output.dir, exist_ok=True)
         shutil.copyfile(self.config_path, os.path.join(cfg.output.dir, "pipeline.yaml"))
-        self.stages["sink"] = Stage("sink", self._argv("sink"), self._env())
+        if self.console is not None:  # the sink's stats come to the panel drawn here
+            self.stages["sink"] = Stage("sink", self._argv("sink"),
+                                        self.console.sink_env(self._env()),
+                                        pass_fds=(self.console.stats_w,), console=self.console)
+            self.console.close_write_end()
+        else:
+            self.stages["sink"] = Stage("sink", self._argv("sink"), self._env())
         for i in range(cfg.workers):
             self.start_worker(i)
         return self._monitor()
@@ -171,6 +202,7 @@ class Supervisor:
         sink_failed = False
         while True:
             time.sleep(0.1)
+            self._pump()
             for name, st in list(self.stages.items()):
                 if not name.startswith("encode-") or st.poll() is None:
                     continue

@@ -107,6 +107,12 @@ def _metrics_ok(v) -> bool:
         for r in v)
 
 
+def _counts_ok(v) -> bool:
+    ok = _int(0, MAX_SEQ)[1]
+    return isinstance(v, dict) and len(v) <= MAX_ITEMS and all(
+        isinstance(k, str) and len(k) <= MAX_NAME and ok(n) for k, n in v.items())
+
+
 def _seqs_ok(v) -> bool:
     ok = _int(0, MAX_SEQ)[1]
     return isinstance(v, list) and len(v) <= MAX_ITEMS and all(ok(s) for s in v)
@@ -137,7 +143,8 @@ FIELDS = {
                            "error": _maybe(_str())}),
     "stats": ({}, {"stage": _str(), "queue": COUNT, "inflight": COUNT, "workers": COUNT,
                    "dropped_units": COUNT, "dropped_frames": COUNT, "frames_read": COUNT,
-                   "resent": COUNT}),
+                   "resent": COUNT,
+                   "dropped_by_stream": ("a map of stream name -> frames", _counts_ok)}),
     "ready": ({"worker": _str(), "credit": _int(1, MAX_ITEMS)}, {}),
     "heartbeat": ({"worker": _str()}, {}),
     "ack": ({"seqs": ("a list of sequence numbers", _seqs_ok)}, {"final": _bool()}),

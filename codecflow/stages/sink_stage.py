@@ -18,6 +18,8 @@ import zmq
 from codecflow.data import StreamInfo
 from codecflow.codecs.container import CflWriter, record_size, stream_header
 from codecflow.pipeline import protocol, transport
+from codecflow.pipeline.console import STATS_FD_ENV, StatsRelay
+from codecflow.pipeline.web import prometheus_text
 from codecflow.pipeline.stage import EXIT_FAILED, EXIT_OK, StopFlag
 from codecflow.pipeline.wire_check import Rejections
 from codecflow.stages.sinks.recon import ReconWriter
@@ -49,7 +51,6 @@ class Sink:
         self.recons: dict[str, ReconWriter] = {}
         self.current: str | None = None
         self.source_stats: dict = {}
-        self.dropped_seen = 0
         self.final: dict | None = None
         self.output_error: str | None = None
         self.duplicates = 0
@@ -57,7 +58,9 @@ class Sink:
         self.t0 = time.monotonic()
         self.jsonl = open(os.path.join(self.out_dir, "units.jsonl"), "w") if cfg.output.jsonl \
             else None
-        self.term = TerminalStats(cfg.stats.terminal, cfg.stats.interval)
+        relay = os.environ.pop(STATS_FD_ENV, None)  # the supervisor draws the live panel
+        self.term = StatsRelay(int(relay), cfg.stats.interval) if relay else \
+            TerminalStats(cfg.stats.terminal, cfg.stats.interval)
         self.prom = PrometheusExporter(cfg.stats.prometheus_port, self) \
             if cfg.stats.prometheus_port else None
 
@@ -77,10 +80,7 @@ class Sink:
             return
         if kind == "stats":
             self.source_stats = h
-            dropped = int(h.get("dropped_frames", 0))
-            if self.current and dropped > self.dropped_seen:
-                self.streams[self.current].dropped += dropped - self.dropped_seen
-            self.dropped_seen = dropped
+            self._count_drops()
             return
         seq = h["seq"]
         if kind == "eos" and h.get("final"):
@@ -98,6 +98,16 @@ class Sink:
             log.info("duplicate unit seq %d dropped", seq)
             return
         self.buffer[seq] = (h, payload)
+
+    def _count_drops(self) -> None:
+        """Live drops as the source counts them, per stream: each stream's count and the run's
+        total (their sum) come from the same numbers."""
+        per = self.source_stats.get("dropped_by_stream") or {}
+        for name, st in self.streams.items():
+            st.dropped = int(per.get(name, 0))
+
+    def dropped_total(self) -> int:
+        return sum((self.source_stats.get("dropped_by_stream") or {}).values())
 
     def _drain_in_order(self) -> None:
         """Write what is contiguous from `next_seq` on. Never past a missing unit: what comes
@@ -125,12 +135,16 @@ class Sink:
                 self._start_stream(h)
             elif kind == "eos":
                 st = self.streams.get(h["stream"])
-                short = st is not None and st.total is not None and st.frames < st.total
+                # frames the source read of the stream (live drops included): fewer than the
+                # stream holds when a stop cut it short
+                read = h.get("frames", st.frames if st is not None else 0)
+                self._count_drops()
+                short = st is not None and st.total is not None and read < st.total
                 # in order up to its end marker: the file is whole (end record), but a stream
                 # cut by a stop before its last frame is not complete
                 self._end_stream(h["stream"], complete=not short,
-                                 reason=f"stopped at frame {st.frames} of {st.total}"
-                                 if short else None, whole=True)
+                                 reason=f"stopped at frame {st.frames + st.dropped} of "
+                                        f"{st.total}" if short else None, whole=True)
             elif kind == "coded":
                 if h["stream"] not in self.streams:
                     self.reject(f"coded unit seq {h['seq']} of stream {h['stream']!r:.60}, "
@@ -144,6 +158,7 @@ class Sink:
         if name in self.streams:
             raise RuntimeError(f"stream {name!r} appears twice in one run (duplicate file names?)")
         self.streams[name] = StreamStats(name, h["info"], h.get("total"), h.get("meta") or {})
+        self._count_drops()
         self.current = name
         log.info("stream %s: %dx%d %s, %s views, %s frames", name, h["info"]["width"],
                  h["info"]["height"], h["info"]["pix_fmt"], h["info"]["views"],
@@ -237,7 +252,11 @@ class Sink:
         base = {"stream": name or "-", "done": 0, "total": None, "fps": 0.0, "kbps": 0.0,
                 "bpp": 0.0, "psnr_yuv": None, "psnr_rgb": None, "encode_ms": 0.0, "latency": 0.0,
                 "queue": ss.get("queue", 0), "inflight": ss.get("inflight", 0),
-                "workers": ss.get("workers", 0), "dropped": ss.get("dropped_frames", 0)}
+                "workers": ss.get("workers", 0), "dropped": self.dropped_total()}
+        base["codec"], base["n_workers"] = self.cfg.codec.name, self.cfg.workers
+        # encode workers announce themselves once their codec (and its weights) is loaded
+        base["state"] = "loading" if not ss.get("workers") and (st is None or st.frames == 0) \
+            else "running"
         if st is not None:
             s = st.summary()
             base.update(done=st.frames, total=st.total, fps=s["fps"], kbps=s["kbps"],
@@ -299,14 +318,14 @@ class Sink:
                 self.output_error = self.output_error or \
                     f"cannot write the output in {self.out_dir}: {e.strerror or e}"
                 error = error or self.output_error
-        self.term.close()
         if self.jsonl:
             try:
                 self.jsonl.close()
             except OSError as e:
                 log.error("units.jsonl: %s", e)
         elapsed = time.monotonic() - self.t0
-        summary = run_summary(self.streams, elapsed, int(self.source_stats.get("dropped_frames", 0)),
+        self._count_drops()
+        summary = run_summary(self.streams, elapsed, self.dropped_total(),
                               {"dropped_units": int(self.source_stats.get("dropped_units", 0)),
                                "resent_units": int(self.source_stats.get("resent", 0)),
                                "duplicates_dropped": self.duplicates,
@@ -318,6 +337,8 @@ class Sink:
                                "incomplete_reason": why or next(
                                    (s.reason for s in self.streams.values() if s.reason), None),
                                "error": error})
+        self.term.final(summary)  # the last thing on screen is what summary.json says
+        self.term.close()
         try:
             write_json_atomic(os.path.join(self.out_dir, "summary.json"), summary)
         except OSError as e:
@@ -345,14 +366,7 @@ class PrometheusExporter:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - http.server API
-                s = outer.snapshot()
-                lines = []
-                for key in ("fps", "kbps", "bpp", "psnr_yuv", "psnr_rgb", "queue", "inflight",
-                            "workers", "dropped", "done"):
-                    v = s.get(key)
-                    if v is not None:
-                        lines.append(f"codecflow_{key} {float(v)}")
-                body = ("\n".join(lines) + "\n").encode()
+                body = prometheus_text(outer.snapshot()).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.end_headers()

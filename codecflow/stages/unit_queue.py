@@ -19,6 +19,7 @@ class UnitQueue:
         self._cond = threading.Condition()
         self.dropped_units = 0
         self.dropped_frames = 0
+        self.dropped_by_stream: dict[str, int] = {}  # frames, per stream name
         self.closed = False
 
     def _units(self) -> int:
@@ -35,6 +36,8 @@ class UnitQueue:
                                 del self._items[i]
                                 self.dropped_units += 1
                                 self.dropped_frames += len(it[2])
+                                self.dropped_by_stream[it[1]] = \
+                                    self.dropped_by_stream.get(it[1], 0) + len(it[2])
                                 break
                 else:
                     while self._units() >= self.capacity and not self.closed:

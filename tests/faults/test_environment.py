@@ -94,7 +94,9 @@ def test_full_disk_keeps_whole_units_and_frames_and_says_why(tmp_path):
                         "--set", "codec.gop=2"], cwd=ROOT, preexec_fn=limit,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 3, p.stderr[-2000:]
-    assert p.stderr.count("cannot write the output") == 1, p.stderr[-3000:]
+    errors = [ln for ln in p.stderr.splitlines() if " ERROR " in ln]
+    assert sum("cannot write the output" in ln for ln in errors) == 1, p.stderr[-3000:]
+    assert "INCOMPLETE: cannot write the output" in p.stderr  # the final panel line
     assert p.stderr.count("stage sink failed") == 1
     s = json.loads((out / "summary.json").read_text())
     assert not s["complete"] and "File too large" in s["error"]

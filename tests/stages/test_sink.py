@@ -209,4 +209,5 @@ def test_panel_rows_are_short_and_names_are_not_markup():
     console.print(Text.from_markup(text))
     shown = console.export_text()
     assert "[synthetic]" in shown  # not swallowed as a markup tag
+    assert "81234.5 kbit/s" in shown and "dropped 1234" in shown
     assert all(len(row.rstrip()) <= 80 for row in shown.splitlines()), shown

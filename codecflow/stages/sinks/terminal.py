@@ -7,11 +7,20 @@ import sys
 import time
 
 
+def _count(done, total) -> str:
+    return f"{done}/{total} frames" if total else f"{done} frames"
+
+
 def fmt_db(x) -> str:
     return "  -  " if x is None else f"{x:5.2f}"
 
 
 class TerminalStats:
+    """``panel``: one progress row per stream (name, bar, frames, time left: under 80 columns)
+    and, below, the current stream's numbers in two rows of under 80 columns; while the encode
+    workers load their codec, a "starting" row; at the end, each stream's row and the totals as
+    summary.json has them. ``line``: one line per interval. ``off``: nothing."""
+
     def __init__(self, mode: str, interval: float):
         if mode == "auto":
             mode = "panel" if sys.stderr.isatty() else "line"
@@ -20,16 +29,20 @@ class TerminalStats:
         self._last = 0.0
         self._live = None
         self._progress = None
-        self._task = None
+        self._tasks: dict = {}  # stream name -> (progress task, total frames or None)
+        self._said = None
         if mode == "panel":
-            from rich.console import Console  # noqa: PLC0415
+            from rich.console import Console, Group  # noqa: PLC0415
             from rich.live import Live  # noqa: PLC0415
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.text import Text  # noqa: PLC0415
 
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                      TextColumn("{task.completed}/{task.total} frames"),
+            self._progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
+                                      TextColumn("{task.fields[count]}"),
                                       TimeRemainingColumn())
-            self._live = Live(self._progress, console=Console(stderr=True),
+            self._text = Text("")
+            self._console = Console(stderr=True)
+            self._live = Live(Group(self._progress, self._text), console=self._console,
                               refresh_per_second=4, transient=False)
             self._live.start()
 
@@ -44,34 +57,88 @@ class TerminalStats:
                 f"enc {1000 * s['encode_ms']:.0f} ms/frame  latency {1000 * s['latency']:.0f} ms")
 
     @staticmethod
-    def panel_text(s: dict) -> str:
-        """Two short rows (< 80 columns each) for the live panel; the stream name is escaped
-        so that rich does not read ``[name]`` as markup."""
-        from rich.markup import escape  # noqa: PLC0415
-
-        return (f"{escape('[' + str(s['stream']) + ']')} {s['fps']:5.1f} fps "
-                f"{s['kbps']:8.1f} kbit/s {s['bpp']:.4f} bpp  PSNR-YUV {fmt_db(s['psnr_yuv'])}"
-                f" RGB {fmt_db(s['psnr_rgb'])} dB\n"
-                f"  queue {s['queue']}  in-flight {s['inflight']}  workers {s['workers']}  "
+    def stats_text(s: dict) -> str:
+        """The current stream's numbers: two plain rows of under 80 columns."""
+        return (f"{s['fps']:5.1f} fps {s['kbps']:9.1f} kbit/s {s['bpp']:.4f} bpp  PSNR-YUV "
+                f"{fmt_db(s['psnr_yuv'])} RGB {fmt_db(s['psnr_rgb'])} dB\n"
+                f"queue {s['queue']}  in-flight {s['inflight']}  workers {s['workers']}  "
                 f"dropped {s['dropped']}  enc {1000 * s['encode_ms']:.0f} ms/f  "
                 f"lat {s['latency']:.2f} s")
+
+    @staticmethod
+    def panel_text(s: dict) -> str:
+        """The stream's name (escaped: rich must not read ``[name]`` as markup) and its
+        numbers, as the panel shows them (rows of under 80 columns)."""
+        return f"{_name(s['stream'])}\n{TerminalStats.stats_text(s)}"
+
+    @staticmethod
+    def loading_text(s: dict) -> str:
+        n = s.get("n_workers", 1)
+        return (f"starting: loading {s.get('codec', 'the codec')} in {n} encode "
+                f"worker{'s' if n != 1 else ''}...")
 
     def update(self, s: dict, force: bool = False) -> None:
         now = time.monotonic()
         if self.mode == "off" or (not force and now - self._last < self.interval):
             return
         self._last = now
+        loading = s.get("state") == "loading"
         if self.mode == "line":
-            print(self.line(s), file=sys.stderr, flush=True)
+            text = self.loading_text(s) if loading else self.line(s)
+            if not (loading and text == self._said):  # the loading line once, not every tick
+                print(text, file=sys.stderr, flush=True)
+            self._said = text
+            return
+        if loading:
+            self._text.plain = self.loading_text(s)
             return
         if s["stream"] == "-":  # no stream yet: no row that would never update
             return
-        desc = self.panel_text(s)
-        if self._task is None or self._progress.tasks[self._task].fields.get("stream") != \
-                s["stream"]:
-            self._task = self._progress.add_task(desc, total=s.get("total"), stream=s["stream"])
-        self._progress.update(self._task, completed=s["done"], description=desc)
+        name = s["stream"]
+        if name not in self._tasks:
+            self._tasks[name] = (self._progress.add_task(_name(name), total=s.get("total"),
+                                                         count=""), s.get("total"))
+        self._progress.update(self._tasks[name][0], completed=s["done"],
+                              count=_count(s["done"], s.get("total")))
+        self._text.plain = self.stats_text(s)
+
+    @staticmethod
+    def final_text(summary: dict) -> str:
+        """The run's result as summary.json has it (two rows of under 80 columns)."""
+        state = "complete" if summary.get("complete") else \
+            f"INCOMPLETE: {summary.get('incomplete_reason') or 'see summary.json'}"
+        return (f"done: {summary['frames']} frames, {summary['bytes']} bytes, "
+                f"{summary['bpp']:.4f} bpp, {summary['kbps']:.1f} kbit/s, PSNR-YUV "
+                f"{fmt_db(summary.get('psnr_yuv')).strip()} dB\n"
+                f"{summary['elapsed_s']:.1f} s, {summary['fps']:.2f} fps, dropped "
+                f"{summary['dropped']}, {state}")
+
+    def final(self, summary: dict) -> None:
+        """The last frame: each stream's row at its summary.json count (nothing left in
+        flight), then the run's totals."""
+        if self.mode == "off":
+            return
+        text = self.final_text(summary)
+        if self.mode == "line":
+            print(text, file=sys.stderr, flush=True)
+            return
+        for name, (task, total) in self._tasks.items():
+            st = summary["streams"].get(name)
+            if st is not None:
+                self._progress.update(task, completed=st["frames"],
+                                      count=_count(st["frames"], total))
+        self._text.plain = text
+        self.close()
 
     def close(self) -> None:
         if self._live is not None:
+            self._live.refresh()
             self._live.stop()
+            self._live = None
+
+
+def _name(stream) -> str:
+    from rich.markup import escape  # noqa: PLC0415
+
+    name = str(stream)
+    return escape("[" + (name if len(name) <= 22 else name[:21] + "…") + "]")
