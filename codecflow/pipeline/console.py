@@ -133,6 +133,8 @@ class StatsView:
                 continue
             if msg.get("kind") == "snapshot":
                 snap = msg["data"]
+                if snap.get("state") == "loading":  # shown even when the workers are up soon
+                    self.term.update(snap, force=True)
                 if self.web is not None:
                     self.web.add(snap)
             elif msg.get("kind") == "final":

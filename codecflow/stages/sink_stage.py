@@ -272,6 +272,7 @@ class Sink:
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
         stop_deadline = None
+        self._show(force=True)  # "starting: loading ..." until the workers are up
         while True:
             acks: list = []
             if poller.poll(100):

@@ -48,11 +48,13 @@ def reader(source, cfg, q: UnitQueue, stop: StopFlag, counters: dict) -> None:
                 frames_in_stream = first + (1 if cfg.unit_kind == "pair" else len(frames))
                 item = ("unit", stream.name, frames, info, first, index, time.time(),
                         dict(stream.meta))
+                q.note_capture_drops(stream.name, stream.meta.get("dropped", 0))
                 if not q.put(item, stop.event):
                     break
                 units += 1
                 if stop.is_set() or (cfg.max_units and units >= cfg.max_units):
                     break
+            q.note_capture_drops(stream.name, stream.meta.get("dropped", 0))
             q.put(("eos", stream.name, frames_in_stream))
             if stop.is_set() or (cfg.max_units and units >= cfg.max_units):
                 break

@@ -2,7 +2,9 @@
 
 offline: lossless backpressure (the reader waits while the buffer is full).
 live: the reader never waits; when the buffer is full the oldest pending *unit* is dropped and
-counted (stream markers are never dropped), which keeps latency bounded.
+counted (stream markers are never dropped), which keeps latency bounded. Frames a source skips
+itself (a camera's capture thread, a paced source behind real time) are counted here too, per
+stream.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ class UnitQueue:
         self._cond = threading.Condition()
         self.dropped_units = 0
         self.dropped_frames = 0
-        self.dropped_by_stream: dict[str, int] = {}  # frames, per stream name
+        self.dropped_by_stream: dict[str, int] = {}  # frames, per stream name (both kinds)
+        self._capture_drops: dict[str, int] = {}
         self.closed = False
 
     def _units(self) -> int:
@@ -49,6 +52,16 @@ class UnitQueue:
             self._items.append(item)
             self._cond.notify_all()
             return True
+
+    def note_capture_drops(self, stream: str, total: int) -> None:
+        """The source's own count of frames it skipped for ``stream`` so far (a camera or a
+        paced source that fell behind real time): counted with the queue's drops."""
+        with self._cond:
+            new = int(total) - self._capture_drops.get(stream, 0)
+            if new > 0:
+                self._capture_drops[stream] = int(total)
+                self.dropped_frames += new
+                self.dropped_by_stream[stream] = self.dropped_by_stream.get(stream, 0) + new
 
     def get_nowait(self):
         with self._cond:

@@ -15,15 +15,39 @@ import numpy as np
 PSNR_KEYS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "psnr_rgb")
 
 
+class PsnrMean:
+    """Running means of the per-picture PSNR rows: constant memory however long the run."""
+
+    def __init__(self):
+        self.n = 0
+        self.sums = dict.fromkeys(PSNR_KEYS, 0.0)
+
+    def add(self, row: dict) -> None:
+        self.n += 1
+        for k in PSNR_KEYS:
+            self.sums[k] += float(row[k])
+
+    def merge(self, other: "PsnrMean") -> None:
+        self.n += other.n
+        for k in PSNR_KEYS:
+            self.sums[k] += other.sums[k]
+
+    def mean(self) -> dict:
+        if not self.n:
+            return dict.fromkeys(PSNR_KEYS)
+        return {k: self.sums[k] / self.n for k in PSNR_KEYS}
+
+
 class StreamStats:
     def __init__(self, name: str, info: dict, total: int | None, meta: dict):
         self.name, self.info, self.total, self.meta = name, info, total, meta
         self.units = 0
         self.frames = 0  # time instants (a stereo pair counts once)
         self.bytes = 0
-        self.psnr_rows: list = []
+        self.psnr = PsnrMean()
+        self.psnr_views = [PsnrMean(), PsnrMean()]  # stereo: rows alternate left, right
         self.encode_s = 0.0
-        self.latency_s: list = []
+        self.latency_sum, self.latency_n = 0.0, 0
         self.dropped = 0
         self.t_start = time.monotonic()
         self.t_end = None
@@ -44,9 +68,12 @@ class StreamStats:
         self.units += 1
         self.frames += n_frames
         self.bytes += nbytes
-        self.psnr_rows.extend(metrics)
+        for row in metrics:
+            self.psnr_views[self.psnr.n % 2].add(row)
+            self.psnr.add(row)
         self.encode_s += encode_s
-        self.latency_s.append(latency_s)
+        self.latency_sum += latency_s
+        self.latency_n += 1
 
     def summary(self) -> dict:
         elapsed = (self.t_end or time.monotonic()) - self.t_start
@@ -60,11 +87,11 @@ class StreamStats:
              "views": self.info["views"], "pix_fmt": self.info["pix_fmt"],
              "source_fps": fps_src, "unit_kind": self.info["unit_kind"],
              "encode_s_per_frame": self.encode_s / self.frames if self.frames else 0.0,
-             "latency_s_mean": float(np.mean(self.latency_s)) if self.latency_s else 0.0,
+             "latency_s_mean": self.latency_sum / self.latency_n if self.latency_n else 0.0,
              "file": self.file, "recon": self.recon_files, "complete": self.complete}
         if self.reason:
             d["incomplete_reason"] = self.reason
-        d.update(mean_psnr(self.psnr_rows))
+        d.update(self.psnr.mean())
         if len(self.view_bytes) == 2:
             d["per_view"] = self._per_view()
         if self.meta.get("path"):
@@ -79,17 +106,11 @@ class StreamStats:
         px = int(self.info["width"]) * int(self.info["height"]) * self.frames
         out = {}
         for v, name in enumerate(("left", "right")):
-            rows = self.psnr_rows[v::2] if len(self.psnr_rows) % 2 == 0 else []
+            paired = self.psnr.n % 2 == 0
             out[name] = {"bytes": self.view_bytes[v],
                          "bpp": 8.0 * self.view_bytes[v] / px if px else 0.0,
-                         **mean_psnr(rows)}
+                         **(self.psnr_views[v].mean() if paired else PsnrMean().mean())}
         return out
-
-
-def mean_psnr(rows: list) -> dict:
-    if not rows:
-        return {k: None for k in PSNR_KEYS}
-    return {k: float(np.mean([r[k] for r in rows])) for k in PSNR_KEYS}
 
 
 def run_summary(streams: dict, elapsed: float, dropped_frames: int, extra: dict) -> dict:
@@ -99,13 +120,15 @@ def run_summary(streams: dict, elapsed: float, dropped_frames: int, extra: dict)
     nbytes = sum(s.bytes for s in streams.values())
     pixels = sum(s.pixels_per_frame * s.frames for s in streams.values())
     duration = sum(s.frames / float(s.info.get("fps") or 1.0) for s in streams.values())
-    rows = [r for s in streams.values() for r in s.psnr_rows]
+    psnr = PsnrMean()
+    for s in streams.values():
+        psnr.merge(s.psnr)
     total = {"frames": frames, "units": sum(s.units for s in streams.values()), "bytes": nbytes,
              "bpp": 8.0 * nbytes / pixels if pixels else 0.0,
              "kbps": 8.0 * nbytes / duration / 1000.0 if duration else 0.0,
              "fps": frames / elapsed if elapsed > 0 else 0.0,
              "dropped": dropped_frames, "elapsed_s": elapsed, "streams_count": len(streams)}
-    total.update(mean_psnr(rows))
+    total.update(psnr.mean())
     if len(streams) > 1:  # mean of per-stream values, as image benchmarks report them
         total["mean_stream_bpp"] = float(np.mean([p["bpp"] for p in per.values()]))
     total.update(extra)

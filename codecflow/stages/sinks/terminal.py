@@ -7,6 +7,9 @@ import sys
 import time
 
 
+ROWS = 4  # stream rows the panel keeps (the latest streams of a batch)
+
+
 def _count(done, total) -> str:
     return f"{done}/{total} frames" if total else f"{done} frames"
 
@@ -16,7 +19,8 @@ def fmt_db(x) -> str:
 
 
 class TerminalStats:
-    """``panel``: one progress row per stream (name, bar, frames, time left: under 80 columns)
+    """``panel``: one progress row per stream, the latest ROWS streams (name, bar, frames, time
+    left: under 80 columns)
     and, below, the current stream's numbers in two rows of under 80 columns; while the encode
     workers load their codec, a "starting" row; at the end, each stream's row and the totals as
     summary.json has them. ``line``: one line per interval. ``off``: nothing."""
@@ -90,7 +94,9 @@ class TerminalStats:
             self._said = text
             return
         if loading:
-            self._text.plain = self.loading_text(s)
+            if self._text.plain != self.loading_text(s):
+                self._text.plain = self.loading_text(s)
+                self._live.refresh()  # shown at once, however soon the workers are up
             return
         if s["stream"] == "-":  # no stream yet: no row that would never update
             return
@@ -98,6 +104,9 @@ class TerminalStats:
         if name not in self._tasks:
             self._tasks[name] = (self._progress.add_task(_name(name), total=s.get("total"),
                                                          count=""), s.get("total"))
+            while len(self._tasks) > ROWS:  # a batch of many files: the latest streams only
+                old = next(iter(self._tasks))
+                self._progress.remove_task(self._tasks.pop(old)[0])
         self._progress.update(self._tasks[name][0], completed=s["done"],
                               count=_count(s["done"], s.get("total")))
         self._text.plain = self.stats_text(s)
