@@ -12,6 +12,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from codecflow.codecs.container import CflReader
 from tests.conftest import ROOT, moving_i420, run_cli, write_yuv
@@ -106,6 +107,26 @@ def test_kill_9_of_the_supervisor_leaves_no_hole(tmp_path):
         s = json.loads(summary.read_text())
         assert s["frames"] == n
         assert s["complete"] == (complete and n == N)
+
+
+@pytest.mark.parametrize("stage", ["source", "sink"])
+def test_kill_9_of_a_stage_leaves_no_hole(tmp_path, stage):
+    """The run fails (exit 3, the stage named) and what was written is whole and in order."""
+    rng = random.Random(hash(stage) % 1000)
+    proc, out = start(tmp_path)
+    wait_for_units(out, rng.randint(2, 12))
+    pids = [p for p in _children(proc.pid)
+            if f"stage\0{stage}".encode() in open(f"/proc/{p}/cmdline", "rb").read()]
+    assert len(pids) == 1
+    os.kill(pids[0], signal.SIGKILL)
+    assert proc.wait(timeout=180) == 3
+    log = (tmp_path / "log").read_text()
+    assert f"{stage} (killed by signal SIGKILL)" in log, log[-2000:]
+    n, complete = check_written_output(tmp_path, out)
+    assert n < N and not complete
+    if stage == "source":  # the sink closes the run: it says why it is incomplete
+        s = json.loads((out / "summary.json").read_text())
+        assert s["frames"] == n and not s["complete"] and s["incomplete_reason"]
 
 
 def test_two_sigints_5_ms_apart_leave_no_hole(tmp_path):
