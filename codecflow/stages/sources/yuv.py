@@ -97,6 +97,8 @@ class YuvSource(Source):
             fs = i420_frame_size(w, h)
             try:
                 size = os.path.getsize(p)
+                with open(p, "rb"):  # readable now, not only once the run has started
+                    pass
             except OSError as e:
                 raise SourceError(f"yuv source: {p}: cannot read: {e.strerror or e}") from e
             count, rem = divmod(size, fs)
