@@ -82,8 +82,15 @@ def cmd_stage(args) -> int:
 
 
 def cmd_keys(args) -> int:
+    import os  # noqa: PLC0415
+
+    from codecflow.errors import ConfigError  # noqa: PLC0415
     from codecflow.pipeline.transport import make_keys  # noqa: PLC0415
 
+    if os.path.exists(args.folder) and (not os.path.isdir(args.folder) or
+                                        os.listdir(args.folder)):
+        raise ConfigError(f"keys: {args.folder} exists and is not an empty folder; give a new "
+                          f"folder (a key set in use on other hosts is never replaced)")
     folder = make_keys(args.folder)
     print(f"CURVE keys written to {folder} (server.key_secret, client.key_secret; readable by "
           f"you only). Give every host of the pipeline a copy and set transport.keys: {folder}")

@@ -91,9 +91,17 @@ class StatsView:
         self.owns_screen = self.term.mode == "panel"
         self.web = None
         if http_port:
+            from codecflow.errors import ConfigError
             from codecflow.pipeline.web import WebView
 
-            self.web = WebView(http_port, interval, title)
+            try:
+                self.web = WebView(http_port, interval, title)
+            except OSError as e:
+                os.close(self.stats_r)
+                os.close(self.stats_w)
+                self.term.close()
+                raise ConfigError(f"stats.http_port: cannot listen on 127.0.0.1:{http_port}: "
+                                  f"{e.strerror or e}") from None
         self.final: dict | None = None
         self._readers: list = []
         root = logging.getLogger("codecflow")

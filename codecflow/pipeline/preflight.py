@@ -75,6 +75,9 @@ def check_environment(cfg) -> None:
     """Everything a run needs of its environment before it starts."""
     check_output_dir(cfg.output.dir)
     check_transport(cfg.transport)
+    if cfg.stats.http_port and cfg.stats.http_port == cfg.stats.prometheus_port:
+        raise ConfigError(f"stats.http_port and stats.prometheus_port are both "
+                          f"{cfg.stats.http_port}; the web view serves /metrics too: set one")
     for key in ("prometheus_port", "http_port"):
         port = getattr(cfg.stats, key)
         if port:

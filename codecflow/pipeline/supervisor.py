@@ -23,7 +23,7 @@ import time
 from codecflow.errors import ConfigError, PipelineError
 from codecflow.pipeline.config import PipelineConfig, dump_config
 from codecflow.pipeline.preflight import check_environment
-from codecflow.pipeline.transport import auth_mode, make_keys, resolve_endpoints
+from codecflow.pipeline.transport import Security, auth_mode, make_keys, resolve_endpoints
 
 log = logging.getLogger("codecflow.supervisor")
 
@@ -116,24 +116,9 @@ class Supervisor:
         # the stages' config (and this run's keys) in a folder only this user can read; the
         # output folder gets its pipeline.yaml once the source has opened its input
         self._private = tempfile.mkdtemp(prefix="cflow-run-")
-        if auth_mode(cfg.transport, endpoints) == "curve" and not cfg.transport.keys:
-            cfg.transport.keys = make_keys(os.path.join(self._private, "keys"))
-        self.config_path = os.path.join(self._private, "pipeline.yaml")
-        dump_config(cfg, self.config_path)
-        log.info("pipeline %s: %s -> %s q=%d (%s units, %d worker(s), %s mode) -> %s",
-                 cfg.name, cfg.source_type, cfg.codec.name, cfg.codec.q, cfg.unit_kind,
-                 cfg.workers, cfg.mode, cfg.output.dir)
-        log.debug("endpoints %s", endpoints)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-        if self.panel or cfg.stats.http_port:
-            from codecflow.pipeline.console import StatsView
-
-            self.console = StatsView("panel" if self.panel else cfg.stats.terminal,
-                                     cfg.stats.interval, cfg.stats.http_port, cfg.name)
-            if cfg.stats.http_port:
-                log.info("live web view: http://127.0.0.1:%d/", cfg.stats.http_port)
         try:
-            return self._run()
+            return self._start(endpoints)
         finally:
             for st in self.stages.values():
                 st.signal(signal.SIGKILL)
@@ -144,6 +129,26 @@ class Supervisor:
             shutil.rmtree(self._private, ignore_errors=True)
             if self.console is not None:
                 self.console.close()
+
+    def _start(self, endpoints: dict) -> int:
+        cfg = self.cfg
+        if auth_mode(cfg.transport, endpoints) == "curve" and not cfg.transport.keys:
+            cfg.transport.keys = make_keys(os.path.join(self._private, "keys"))
+        Security(cfg.transport, endpoints)  # the keys load (exit 2 before any stage starts)
+        self.config_path = os.path.join(self._private, "pipeline.yaml")
+        dump_config(cfg, self.config_path)
+        log.info("pipeline %s: %s -> %s q=%d (%s units, %d worker(s), %s mode) -> %s",
+                 cfg.name, cfg.source_type, cfg.codec.name, cfg.codec.q, cfg.unit_kind,
+                 cfg.workers, cfg.mode, cfg.output.dir)
+        log.debug("endpoints %s", endpoints)
+        if self.panel or cfg.stats.http_port:
+            from codecflow.pipeline.console import StatsView
+
+            self.console = StatsView("panel" if self.panel else cfg.stats.terminal,
+                                     cfg.stats.interval, cfg.stats.http_port, cfg.name)
+            if cfg.stats.http_port:
+                log.info("live web view: http://127.0.0.1:%d/", cfg.stats.http_port)
+        return self._run()
 
     def _pump(self) -> None:
         if self.console is not None:

@@ -3,7 +3,8 @@
 * ``/`` (``/?once`` draws once, without polling): a page with per-stream plots of kbit/s, PSNR, fps, queue depth and drops, drawn with
   Plotly (the JavaScript bundled in the ``plotly`` package), updated by polling ``/stats.json``
   every ``stats.interval`` seconds.
-* ``/stats.json``: every snapshot so far, per stream (at most HISTORY points each), the latest
+* ``/stats.json``: the snapshots so far, per stream (the latest STREAMS streams, at most
+  HISTORY points each), the latest
   snapshot, and the run's summary once it has ended.
 * ``/metrics``: the latest numbers as Prometheus text.
 
@@ -20,6 +21,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 HISTORY = 4000  # points kept per stream
+STREAMS = 8  # streams kept (the latest of a batch of files)
 SERIES = ("kbps", "psnr_yuv", "psnr_rgb", "fps", "queue", "inflight", "dropped", "done")
 METRICS = ("fps", "kbps", "bpp", "psnr_yuv", "psnr_rgb", "queue", "inflight", "workers",
            "dropped", "done")
@@ -95,6 +97,8 @@ class WebView:
             self.latest = dict(snap)
             if not name or name == "-" or snap.get("state") == "loading":
                 return
+            if name not in self.history and len(self.history) >= STREAMS:
+                del self.history[next(iter(self.history))]  # a batch: the latest streams
             h = self.history.setdefault(name, {"t": [], **{k: [] for k in SERIES},
                                                "total": snap.get("total")})
             h["t"].append(round(time.monotonic() - self.t0, 3))

@@ -37,6 +37,14 @@ def _str(limit: int = MAX_NAME):
             lambda v: isinstance(v, str) and len(v) <= limit)
 
 
+def _stream_name():
+    """A stream name becomes file names in the output folder: no path separators, no NUL,
+    not "." or ".."."""
+    return (f"a file-name-safe string of 1..{MAX_NAME} characters",
+            lambda v: isinstance(v, str) and 0 < len(v) <= MAX_NAME and v not in (".", "..")
+            and not any(c in v for c in "/\\\0"))
+
+
 def _bool():
     return ("true or false", lambda v: isinstance(v, bool))
 
@@ -100,11 +108,15 @@ def _records_ok(v) -> bool:
                for r in v)
 
 
+PSNR_KEYS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "psnr_rgb")
+
+
 def _metrics_ok(v) -> bool:
+    """Per-picture quality rows: each holds every PSNR key, all values numbers."""
     num = _num()[1]
     return isinstance(v, list) and len(v) <= MAX_ITEMS and all(
-        isinstance(r, dict) and all(isinstance(k, str) and num(x) for k, x in r.items())
-        for r in v)
+        isinstance(r, dict) and all(k in r for k in PSNR_KEYS)
+        and all(isinstance(k, str) and num(x) for k, x in r.items()) for r in v)
 
 
 def _counts_ok(v) -> bool:
@@ -127,19 +139,21 @@ COUNT = _int(0, MAX_SEQ)
 
 # kind -> ({required field: check}, {optional field: check})
 FIELDS = {
-    "unit": ({"unit": UNIT_KIND, "seq": SEQ, "stream": _str(), "info": INFO, "frames": FRAMES},
+    "unit": ({"unit": UNIT_KIND, "seq": SEQ, "stream": _stream_name(), "info": INFO,
+              "frames": FRAMES},
              {"pts": _num(), "first_frame": INDEX, "index": INDEX, "meta": _map(),
               "t_read": _num()}),
-    "coded": ({"unit": UNIT_KIND, "seq": SEQ, "stream": _str(), "info": INFO,
+    "coded": ({"unit": UNIT_KIND, "seq": SEQ, "stream": _stream_name(), "info": INFO,
                "records": ("a non-empty list of records {frame_index, flags, recon_crc, view, "
                            "layer}", _records_ok),
                "codec": ("the codec's header fields (codec, codec_version, weights, q)",
                          _codec_ok)},
-              {"first_frame": INDEX, "index": INDEX, "meta": _map(), "recon": _maybe(FRAMES), "metrics": ("a list of maps of numbers", _metrics_ok),
+              {"first_frame": INDEX, "index": INDEX, "meta": _map(), "recon": _maybe(FRAMES),
+               "metrics": ("a list of maps of numbers with every PSNR key", _metrics_ok),
                "encode_s": _num(), "worker": _str(), "t_read": _num(), "frames_n": COUNT}),
-    "stream": ({"seq": SEQ, "stream": _str(), "info": INFO},
+    "stream": ({"seq": SEQ, "stream": _stream_name(), "info": INFO},
                {"total": _maybe(COUNT), "meta": _maybe(_map())}),
-    "eos": ({"seq": SEQ}, {"final": _bool(), "stream": _str(), "frames": COUNT,
+    "eos": ({"seq": SEQ}, {"final": _bool(), "stream": _stream_name(), "frames": COUNT,
                            "error": _maybe(_str())}),
     "stats": ({}, {"stage": _str(), "queue": COUNT, "inflight": COUNT, "workers": COUNT,
                    "dropped_units": COUNT, "dropped_frames": COUNT, "frames_read": COUNT,

@@ -163,7 +163,7 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
                 coded = codec.encode(unit)
             except CodecflowError as e:
                 dealer.send_multipart(protocol.control("error", worker=wid, seq=unit.seq,
-                                                       message=str(e)))
+                                                       message=str(e)[:4000]))
                 code = EXIT_FAILED
                 break
             t_enc = time.perf_counter() - t0
@@ -176,7 +176,7 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
         log.exception("worker %s failed", wid)
         try:
             dealer.send_multipart(protocol.control("error", worker=wid, seq=-1,
-                                                   message=f"{type(e).__name__}: {e}"))
+                                                   message=f"{type(e).__name__}: {e}"[:4000]))
         except zmq.ZMQError:
             pass
         code = EXIT_FAILED

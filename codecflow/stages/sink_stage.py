@@ -135,20 +135,24 @@ class Sink:
                 self._start_stream(h)
             elif kind == "eos":
                 st = self.streams.get(h["stream"])
-                # frames the source read of the stream (live drops included): fewer than the
-                # stream holds when a stop cut it short
-                read = h.get("frames", st.frames if st is not None else 0)
                 self._count_drops()
-                short = st is not None and st.total is not None and read < st.total
+                # frames written plus frames dropped live: fewer than the stream holds when a
+                # stop cut it short (units read but not sent at a stop count as neither)
+                short = st is not None and st.total is not None and \
+                    st.frames + st.dropped < st.total
                 # in order up to its end marker: the file is whole (end record), but a stream
                 # cut by a stop before its last frame is not complete
                 self._end_stream(h["stream"], complete=not short,
                                  reason=f"stopped at frame {st.frames + st.dropped} of "
                                         f"{st.total}" if short else None, whole=True)
             elif kind == "coded":
-                if h["stream"] not in self.streams:
+                st = self.streams.get(h["stream"])
+                why = ("which never started" if st is None else
+                       "which has ended" if st.t_end is not None else
+                       "with another stream description" if h["info"] != st.info else None)
+                if why:
                     self.reject(f"coded unit seq {h['seq']} of stream {h['stream']!r:.60}, "
-                                f"which never started; dropped")
+                                f"{why}; dropped")
                     continue
                 self._write_unit(h, bufs)
 
@@ -226,18 +230,30 @@ class Sink:
         if st is None or st.t_end is not None:
             return
         st.t_end = time.monotonic()
-        st.complete, st.reason = complete, (None if complete else reason)
+        failed = None
         w = self.writers.pop(name, None)
         if w is not None:
-            if complete if whole is None else whole:
-                w.close(frames=st.frames)
-            else:
+            try:
+                if complete if whole is None else whole:
+                    w.close(frames=st.frames)
+                else:
+                    w.abort()
+            except OSError as e:  # the end record did not fit: the file keeps its whole units
+                failed = f"cannot write the output {w.path}: {e.strerror or e}"
                 w.abort()
             st.bytes = os.path.getsize(w.path)  # bytes actually written, end record included
         r = self.recons.pop(name, None)
         if r is not None:
-            r.close()
+            try:
+                r.close()
+            except OSError as e:
+                failed = failed or f"cannot write the output in {self.out_dir}: {e.strerror or e}"
             st.recon_files = r.paths
+        if failed:
+            log.error("stream %s: %s", name, failed)
+            self.output_error = self.output_error or failed
+            complete, reason = False, failed
+        st.complete, st.reason = complete, (None if complete else reason)
         self._show(force=True)
         s = st.summary()
         log.info("stream %s done: %d frames, %d bytes, %.4f bpp, %.1f kbit/s, PSNR-YUV %s, "
@@ -312,13 +328,8 @@ class Sink:
                         len(self.buffer))
             self.buffer.clear()
         for name in list(self.streams):
-            try:
-                self._end_stream(name, complete=False, reason=why or "stream end never arrived")
-            except OSError as e:  # the end record did not fit: the file keeps its whole units
-                log.error("stream %s: cannot close its output: %s", name, e)
-                self.output_error = self.output_error or \
-                    f"cannot write the output in {self.out_dir}: {e.strerror or e}"
-                error = error or self.output_error
+            self._end_stream(name, complete=False, reason=why or "stream end never arrived")
+        error = error or self.output_error
         if self.jsonl:
             try:
                 self.jsonl.close()

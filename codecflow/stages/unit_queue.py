@@ -13,6 +13,12 @@ import collections
 import threading
 
 
+def _instants(item: tuple) -> int:
+    """Frames (time instants: a stereo pair is one) of a queued unit
+    ("unit", stream, frames, info, ...)."""
+    return 1 if getattr(item[3], "unit_kind", None) == "pair" else len(item[2])
+
+
 class UnitQueue:
     def __init__(self, capacity: int, live: bool):
         self.capacity = max(1, capacity)
@@ -38,9 +44,10 @@ class UnitQueue:
                             if it[0] == "unit":
                                 del self._items[i]
                                 self.dropped_units += 1
-                                self.dropped_frames += len(it[2])
+                                n = _instants(it)
+                                self.dropped_frames += n
                                 self.dropped_by_stream[it[1]] = \
-                                    self.dropped_by_stream.get(it[1], 0) + len(it[2])
+                                    self.dropped_by_stream.get(it[1], 0) + n
                                 break
                 else:
                     while self._units() >= self.capacity and not self.closed:

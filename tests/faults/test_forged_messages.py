@@ -32,7 +32,8 @@ def malformed() -> list:
     ok = protocol.unpack_header(protocol.control("eos", seq=1, stream="x")[0])
     bad = []
     for patch in ({"seq": "abc"}, {"seq": -5}, {"stream": 7}, {"kind": "nope"},
-                  {"frames": "many"}, {"seq": 2 ** 80}):
+                  {"frames": "many"}, {"seq": 2 ** 80}, {"stream": "../../etc/x"},
+                  {"stream": "a\0b"}):
         h = dict(ok, **patch)
         try:
             bad.append([protocol.msgpack.packb(h, use_bin_type=True)])

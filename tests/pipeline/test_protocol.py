@@ -50,8 +50,8 @@ def test_coded_roundtrip_with_recon():
     unit = sample_unit()
     coded = CodedUnit("gop", 7, "s", [Record(10, 1, b"abc", 5), Record(11, 0, b"de", 6)],
                       unit.frames, unit.info, 10, 3)
-    msg = protocol.coded_to_msg(coded, {"metrics": [{"psnr_y": 1.0}], "codec": CODEC},
-                                with_recon=True)
+    row = {k: 1.0 for k in ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "psnr_rgb")}
+    msg = protocol.coded_to_msg(coded, {"metrics": [row], "codec": CODEC}, with_recon=True)
     h = protocol.unpack_header(msg[0])
     got = protocol.coded_from_msg(h, msg[1:])
     assert [r.payload for r in got.records] == [b"abc", b"de"]

@@ -107,6 +107,27 @@ def test_reorder_buffer_is_bounded_and_bad_messages_counted(sink):
     assert summary["streams"]["s"]["frames"] == 1
 
 
+def test_a_stream_cut_before_its_units_is_not_complete_and_late_units_are_refused(sink):
+    """A stop drops units already read: their stream ends with fewer frames written than it
+    holds, so it is not complete, whatever the source read; a unit arriving after its stream
+    ended does not reopen (and truncate) the finished file."""
+    s, push, out = sink
+    start = protocol.control("stream", seq=0, stream="s", info=INFO.to_dict(), total=2, meta={})
+    feed(s, push, [start, coded_msg(1, 0), protocol.control("eos", seq=2, stream="s", frames=2)])
+    late = coded_msg(3, 1)
+    feed(s, push, [late, protocol.control("eos", final=True, seq=4)])
+    assert s.reject.count == 1  # the late unit
+    s.finish()
+    summary = json.loads((out / "summary.json").read_text())
+    st = summary["streams"]["s"]
+    assert st["frames"] == 1 and not st["complete"] and not summary["complete"]
+    assert st["incomplete_reason"] == "stopped at frame 1 of 2"
+    from codecflow.codecs.container import CflReader
+
+    with CflReader(out / "s.cfl") as r:
+        assert [rec.frame_index for _, recs in r.units() for rec in recs] == [0]
+
+
 def test_stream_stats_rates():
     st = StreamStats("s", {"width": 10, "height": 10, "views": 2, "fps": 25.0,
                            "pix_fmt": "rgb24", "unit_kind": "pair"}, 4, {})
