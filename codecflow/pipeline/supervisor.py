@@ -236,11 +236,14 @@ class Supervisor:
                         log.error("no encode worker left; stopping the pipeline")
                         source.signal(signal.SIGTERM)
             if sink.poll() not in (None, 0) and source.poll() is None and not sink_failed:
-                sink_failed = True  # said once; the source stops on its own deadline
+                sink_failed = time.monotonic()  # said once
                 log.error("stage sink failed (%s); stopping", sink.describe_exit())
                 source.signal(signal.SIGTERM)
                 time.sleep(0.05)
                 source.signal(signal.SIGTERM)  # nothing can be written: do not drain
+            if sink_failed and source.poll() is None and time.monotonic() - sink_failed > 10:
+                # the two signals merged into one (a busy machine): nothing is left to save
+                source.signal(signal.SIGKILL)
             if sink.poll() == 0 and source.poll() is None and finish_deadline is None:
                 finish_deadline = time.monotonic() + 30.0  # source is closing its sockets
             if source.poll() is not None and sink.poll() is not None:

@@ -242,7 +242,9 @@ class Dispatcher:
     def _await_final_ack(self) -> None:
         """Wait until the sink has the final EOS. The sink may still be starting: messages to
         it are queued here until it binds, and would be lost if this process exited first."""
-        limit = 5.0 if self.stop.hard.is_set() else FINAL_ACK_TIMEOUT
+        # a stopped run's sink is up (or gone): no need to wait as for one still starting
+        limit = 5.0 if self.stop.hard.is_set() else 15.0 if self.stop.is_set() \
+            else FINAL_ACK_TIMEOUT
         deadline = time.monotonic() + limit
         grace = None  # after the ack: a little longer, to stop workers that join late
         while time.monotonic() < (grace or deadline):
