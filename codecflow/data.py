@@ -58,6 +58,9 @@ STREAM_FIELD_CHECKS = {
     "gop": ("an integer 1..65535", lambda v: is_int(v) and 1 <= v <= 65535),
 }
 
+# the per-picture quality rows of coded units (docs/stats.md)
+PSNR_KEYS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "psnr_rgb")
+
 # Record flags (see docs/bitstream.md)
 FLAG_INTRA = 0x01
 FLAG_UNIT_END = 0x02  # last record of its unit: a reader knows the unit is whole

@@ -22,6 +22,24 @@ def run_cli(*args, timeout=300, cwd=ROOT, check=False, **kw):
     return proc
 
 
+def child_pids(parent: int, stage: str | None = None) -> list:
+    """Processes whose parent is ``parent`` (from /proc); with ``stage``, only the pipeline
+    stages of that name (`codecflow stage STAGE ...`)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            ppid = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            cmd = open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == parent and (stage is None or
+                               b"stage" in cmd and stage.encode() in cmd):
+            pids.append(int(d))
+    return pids
+
+
 def moving_i420(w: int, h: int, n: int, seed: int = 0) -> list:
     """A small moving, textured test sequence as (Y, U, V) uint8 planes."""
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codecflow.codecs.container import CflReader
-from tests.conftest import ROOT, run_cli, synth_rgb, write_yuv
+from tests.conftest import ROOT, child_pids, run_cli, synth_rgb, write_yuv
 
 
 def summary(out: Path) -> dict:
@@ -174,22 +174,6 @@ def test_demo_video_tcp_transport(tmp_path):
     assert summary(out)["frames"] == 16
 
 
-def _encode_pids(supervisor_pid: int) -> list:
-    """The encode workers the supervisor ``supervisor_pid`` started."""
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
-            ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid == supervisor_pid and b"encode" in cmd:
-            pids.append(int(d))
-    return pids
-
-
 def test_kill_worker_mid_run_output_complete_and_in_order(tmp_path):
     src = write_yuv(tmp_path / "long_160x96_30.yuv", 160, 96, 120)
     out = tmp_path / "out"
@@ -205,7 +189,7 @@ def test_kill_worker_mid_run_output_complete_and_in_order(tmp_path):
         time.sleep(0.1)
         jl = out / "units.jsonl"
         if jl.exists() and len(jl.read_text().splitlines()) >= 3:
-            pids = _encode_pids(proc.pid)
+            pids = child_pids(proc.pid, "encode")
             if len(pids) == 2:
                 killed = pids[0]
                 os.kill(killed, signal.SIGKILL)

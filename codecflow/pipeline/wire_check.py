@@ -10,7 +10,8 @@ Spec: docs/protocol.md, "Validation".
 
 from __future__ import annotations
 
-from codecflow.data import PIX_FMTS, STREAM_FIELD_CHECKS, STREAM_KEYS, UNIT_KINDS, is_int
+from codecflow.data import (PIX_FMTS, PSNR_KEYS, STREAM_FIELD_CHECKS, STREAM_KEYS, UNIT_KINDS,
+                            is_int)
 
 MAX_SEQ = 2 ** 53        # sequence numbers, frame and unit indexes
 MAX_NAME = 4096          # stream and worker names, messages (characters)
@@ -106,9 +107,6 @@ def _records_ok(v) -> bool:
               "recon_crc": _int(0, 2 ** 32 - 1), "view": _int(0, 1), "layer": _int(0, 255)}
     return all(isinstance(r, dict) and all(k in r and ok(r[k]) for k, (_, ok) in checks.items())
                for r in v)
-
-
-PSNR_KEYS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "psnr_rgb")
 
 
 def _metrics_ok(v) -> bool:

@@ -296,7 +296,7 @@ class Dispatcher:
         self.to_sink.send_multipart(protocol.control(
             "stats", stage="source", queue=len(q), inflight=len(self.inflight),
             workers=len(self.workers), dropped_units=q.dropped_units,
-            dropped_by_stream=dict(q.dropped_by_stream),
+            dropped_by_stream=q.drops_by_stream(),
             dropped_frames=q.dropped_frames, frames_read=counters["frames_read"],
             resent=self.resent))
 

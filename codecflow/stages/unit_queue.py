@@ -26,7 +26,6 @@ class UnitQueue:
         self._items: collections.deque = collections.deque()
         self._cond = threading.Condition()
         self.dropped_units = 0
-        self.dropped_frames = 0
         self.dropped_by_stream: dict[str, int] = {}  # frames, per stream name (both kinds)
         self._capture_drops: dict[str, int] = {}
         self.closed = False
@@ -45,7 +44,6 @@ class UnitQueue:
                                 del self._items[i]
                                 self.dropped_units += 1
                                 n = _instants(it)
-                                self.dropped_frames += n
                                 self.dropped_by_stream[it[1]] = \
                                     self.dropped_by_stream.get(it[1], 0) + n
                                 break
@@ -60,6 +58,16 @@ class UnitQueue:
             self._cond.notify_all()
             return True
 
+    @property
+    def dropped_frames(self) -> int:
+        """Frames dropped so far, all streams."""
+        return sum(self.drops_by_stream().values())
+
+    def drops_by_stream(self) -> dict:
+        """A copy of the frames dropped per stream (the reader thread adds to them)."""
+        with self._cond:
+            return dict(self.dropped_by_stream)
+
     def note_capture_drops(self, stream: str, total: int) -> None:
         """The source's own count of frames it skipped for ``stream`` so far (a camera or a
         paced source that fell behind real time): counted with the queue's drops."""
@@ -67,7 +75,6 @@ class UnitQueue:
             new = int(total) - self._capture_drops.get(stream, 0)
             if new > 0:
                 self._capture_drops[stream] = int(total)
-                self.dropped_frames += new
                 self.dropped_by_stream[stream] = self.dropped_by_stream.get(stream, 0) + new
 
     def get_nowait(self):

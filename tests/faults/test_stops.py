@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from codecflow.codecs.container import CflReader
-from tests.conftest import ROOT, moving_i420, run_cli, write_yuv
+from tests.conftest import ROOT, child_pids, moving_i420, run_cli, write_yuv
 
 W, H, N = 160, 96, 160
 FRAME = W * H * 3 // 2
@@ -69,19 +69,6 @@ def check_written_output(tmp_path, out) -> tuple:
     return len(idx), complete
 
 
-def _children(pid: int) -> list:
-    kids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                stat = open(f"/proc/{d}/stat").read()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                kids.append(int(d))
-    return kids
-
-
 def _wait_gone(pids: list, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -97,7 +84,7 @@ def test_kill_9_of_the_supervisor_leaves_no_hole(tmp_path):
     rng = random.Random(7)
     proc, out = start(tmp_path)
     wait_for_units(out, rng.randint(2, 12))
-    stages = _children(proc.pid)
+    stages = child_pids(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     _wait_gone(stages)  # the stages notice their parent is gone and stop
@@ -115,8 +102,7 @@ def test_kill_9_of_a_stage_leaves_no_hole(tmp_path, stage):
     rng = random.Random(hash(stage) % 1000)
     proc, out = start(tmp_path)
     wait_for_units(out, rng.randint(2, 12))
-    pids = [p for p in _children(proc.pid)
-            if f"stage\0{stage}".encode() in open(f"/proc/{p}/cmdline", "rb").read()]
+    pids = child_pids(proc.pid, stage)
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
     assert proc.wait(timeout=180) == 3
@@ -145,8 +131,7 @@ def test_two_sigints_5_ms_apart_leave_no_hole(tmp_path):
 def test_worker_frozen_past_the_heartbeat_timeout(tmp_path):
     proc, out = start(tmp_path, "heartbeat.timeout=1.0", "heartbeat.interval=0.2")
     wait_for_units(out, 3)
-    workers = [p for p in _children(proc.pid)
-               if b"encode" in open(f"/proc/{p}/cmdline", "rb").read()]
+    workers = child_pids(proc.pid, "encode")
     assert workers
     os.kill(workers[0], signal.SIGSTOP)
     time.sleep(2.5)  # presumed dead: its units go to the other worker

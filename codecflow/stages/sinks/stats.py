@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-PSNR_KEYS = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "psnr_rgb")
+from codecflow.data import PSNR_KEYS
 
 
 class PsnrMean:
