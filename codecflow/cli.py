@@ -200,12 +200,6 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         train_stereo.add_arguments(ts)
         ts.set_defaults(func=cmd_train, train_run=train_stereo.run)
-    tr = tsub.add_parser("stereo-refine", help="learned-stereo's view refiner (decoder side)")
-    if command == "train":
-        from codecflow.training import stereo_refine as train_refine  # noqa: PLC0415
-
-        train_refine.add_arguments(tr)
-        tr.set_defaults(func=cmd_train, train_run=train_refine.run)
     tv = tsub.add_parser("video", help="learned-video's P-frame coder (cached latents)")
     if command == "train":
         from codecflow.training import video as train_video  # noqa: PLC0415

@@ -68,13 +68,10 @@ def _to_rgb(picture, h: int, w: int, grey: bool) -> np.ndarray:
     picture comes back grey: every channel is the rounded mean of the three (exact integers),
     so no colour noise appears where the source had none."""
     rgb = np.ascontiguousarray(picture[0, :, :h, :w].permute(1, 2, 0).cpu().numpy())
-    return grey_like(rgb) if grey else rgb
-
-
-def grey_like(rgb: np.ndarray) -> np.ndarray:
-    """Every channel the rounded mean of the three (exact integers)."""
-    mean = (rgb.astype(np.uint16).sum(axis=2) + 1) // 3
-    return np.repeat(mean.astype(np.uint8)[..., None], 3, axis=2)
+    if grey:
+        mean = (rgb.astype(np.uint16).sum(axis=2) + 1) // 3
+        rgb = np.repeat(mean.astype(np.uint8)[..., None], 3, axis=2)
+    return rgb
 
 
 def is_grey(rgb: np.ndarray) -> bool:

@@ -13,7 +13,7 @@ Second-view payload (see docs/bitstream.md, "learned-stereo payload"):
     0      1     magic 0x53 ('S')
     1      1     payload version (1)
     2      1     q (0..63)
-    3      1     flags: 0x01 grey picture, 0x02 refined with the aligned first view
+    3      1     flags: 0x01 grey picture
     4      1     the view it is coded against (0 = left, 1 = right)
     5      2     original height (u16)
     7      2     original width  (u16)
@@ -37,7 +37,7 @@ from codecflow.codecs.learned import payload as layout
 from codecflow.codecs.learned.conditioned import (
     C_FRAC, analyse, code_latent, condition_latent, decode_latent, load_conditional_coder)
 from codecflow.codecs.learned.intra import (
-    FLAG_GREY, decode_rgb_latent, encode_rgb_latent, grey_like, is_grey, resolve_device)
+    FLAG_GREY, decode_rgb_latent, encode_rgb_latent, is_grey, resolve_device)
 from codecflow.codecs.registry import CodecSpec, register
 from codecflow.data import FLAG_INTRA, FLAG_VIEW_RIGHT, CodedUnit, Record, StreamInfo, Unit
 from codecflow.errors import CodecError
@@ -52,8 +52,6 @@ RATES = (1.0, 4.0)   # field rate weights the encoder tries, x warp.disparity_ra
 MAX_DISPARITY = 256  # the encoder's search range, pixels
 MARGIN = 16          # ... and the other way
 VIEWS = ("left", "right")
-REFINER = "learned-stereo-refine"  # the view refiner's name in weights/manifest.json
-FLAG_REFINED = 0x02  # the decoder refines the view with the aligned first view (refine.py)
 
 
 def pack_payload(q: int, flags: int, ref_view: int, h: int, w: int, strings: list,
@@ -68,7 +66,7 @@ def unpack_payload(data: bytes) -> tuple:
     what = "learned-stereo"
     _, _, q, flags, ref, h, w = layout.read_head(data, _HEAD, N_STRINGS, MAGIC,
                                                  PAYLOAD_VERSION, what)
-    if q > 63 or h == 0 or w == 0 or flags & ~(FLAG_GREY | FLAG_REFINED) or ref > 1:
+    if q > 63 or h == 0 or w == 0 or flags & ~FLAG_GREY or ref > 1:
         raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}, flags "
                          f"0x{flags:02x}, reference view {ref}")
     strings, sym = layout.unpack(data, _HEAD.size, N_STRINGS, True, what)
@@ -82,74 +80,38 @@ def disparity_range(ref_view: int) -> tuple:
     return (-MARGIN, MAX_DISPARITY) if ref_view == 0 else (-MAX_DISPARITY, MARGIN)
 
 
-def code_second(intra, coder, second_rgb: np.ndarray, pic1: np.ndarray, q: int,
-                ref_view: int, rates: tuple = RATES) -> dict:
-    """The second view given the first view's decoded picture ``pic1``.
+def encode_pair(intra, coder, first_rgb: np.ndarray, second_rgb: np.ndarray, q: int,
+                ref_view: int, rates: tuple = RATES) -> tuple:
+    """-> (first payload, second payload, first picture, second picture) (uint8 RGB).
 
     The disparity field (blocks of BLOCK px) is searched rate-constrained
     (`warp.block_disparity`) once per factor in ``rates`` times `warp.disparity_rate(q)`; the
-    view is coded with each field and the smaller coding kept. -> {"strings": [field, z, r
-    anchors, r non-anchors], "symbols_crc", "picture" (the synthesised view, uint8 RGB),
-    "aligned" (pic1 moved by the field), "grey"}."""
+    second view is coded with each field and the smaller payload kept."""
     from codecflow.codecs.learned.warp import (block_disparity, disparity_rate, pack_field,
                                                warp)
 
     h, w = second_rgb.shape[:2]
-    if pic1.shape != second_rgb.shape:
-        raise CodecError(f"learned-stereo: the views differ in size ({pic1.shape[1]}x"
-                         f"{pic1.shape[0]} vs {w}x{h})")
+    if first_rgb.shape != second_rgb.shape:
+        raise CodecError(f"learned-stereo: the views differ in size ({first_rgb.shape[1]}x"
+                         f"{first_rgb.shape[0]} vs {w}x{h})")
+    p1, pic1, _ = encode_rgb_latent(intra, first_rgb, q)
     lo, hi = disparity_range(ref_view)
     y = analyse(intra, second_rgb, q)
     grey = is_grey(second_rgb)
     best = None
     for factor in rates:
         field = block_disparity(second_rgb, pic1, BLOCK, lo, hi, factor * disparity_rate(q))
-        aligned = warp(pic1, field, BLOCK)
-        c_int = condition_latent(intra, coder, aligned, q)
+        c_int = condition_latent(intra, coder, warp(pic1, field, BLOCK), q)
         strings, sym_crc, pic2, _ = code_latent(intra, coder, y, c_int, C_FRAC, q, h, w, grey)
-        strings = [pack_field(field, BLOCK)] + list(strings)
-        if best is None or sum(map(len, strings)) < sum(map(len, best["strings"])):
-            best = {"strings": strings, "symbols_crc": sym_crc, "picture": pic2,
-                    "aligned": aligned, "grey": grey}
-    return best
+        p2 = pack_payload(int(q), FLAG_GREY if grey else 0, ref_view, h, w,
+                          [pack_field(field, BLOCK)] + list(strings), sym_crc)
+        if best is None or len(p2) < len(best[0]):
+            best = (p2, pic2)
+    return p1, best[0], pic1, best[1]
 
 
-def refined(refiner, picture: np.ndarray, aligned: np.ndarray, q: int,
-            grey: bool) -> np.ndarray:
-    """The view refiner's picture (both sides; exact), grey again for a grey picture."""
-    out = refiner.refine(picture, aligned, q)
-    return grey_like(out) if grey else out
-
-
-def sse(a: np.ndarray, b: np.ndarray) -> int:
-    d = a.astype(np.int32) - b.astype(np.int32)
-    return int((d * d).sum())
-
-
-def encode_pair(intra, coder, first_rgb: np.ndarray, second_rgb: np.ndarray, q: int,
-                ref_view: int, rates: tuple = RATES, refiner=None) -> tuple:
-    """-> (first payload, second payload, first picture, second picture) (uint8 RGB).
-
-    With a ``refiner`` the second view is refined (`refine.py`) when that brings it closer to
-    the source; the payload's REFINED flag tells the decoder to do the same."""
-    if first_rgb.shape != second_rgb.shape:
-        h, w = second_rgb.shape[:2]
-        raise CodecError(f"learned-stereo: the views differ in size ({first_rgb.shape[1]}x"
-                         f"{first_rgb.shape[0]} vs {w}x{h})")
-    p1, pic1, _ = encode_rgb_latent(intra, first_rgb, q)
-    h, w = second_rgb.shape[:2]
-    c = code_second(intra, coder, second_rgb, pic1, q, ref_view, rates)
-    flags, pic2 = FLAG_GREY if c["grey"] else 0, c["picture"]
-    if refiner is not None:
-        better = refined(refiner, pic2, c["aligned"], q, c["grey"])
-        if sse(better, second_rgb) < sse(pic2, second_rgb):
-            flags, pic2 = flags | FLAG_REFINED, better
-    p2 = pack_payload(int(q), flags, ref_view, h, w, c["strings"], c["symbols_crc"])
-    return p1, p2, pic1, pic2
-
-
-def decode_second(intra, coder, payload: bytes, ref_rgb: np.ndarray, where: str = "",
-                  refiner=None) -> np.ndarray:
+def decode_second(intra, coder, payload: bytes, ref_rgb: np.ndarray,
+                  where: str = "") -> np.ndarray:
     """The second view's payload and the first view's decoded picture -> uint8 RGB."""
     from codecflow.codecs.learned.warp import unpack_field, warp
 
@@ -157,42 +119,10 @@ def decode_second(intra, coder, payload: bytes, ref_rgb: np.ndarray, where: str 
     if ref_rgb.shape[:2] != (h, w):
         raise CodecError(f"{where}learned-stereo: the view is {w}x{h}, its reference view "
                          f"{ref_rgb.shape[1]}x{ref_rgb.shape[0]}")
-    if flags & FLAG_REFINED and refiner is None:
-        raise CodecError(f"{where}learned-stereo: the view was coded with view refinement, "
-                         f"but no refiner weights are loaded (refine_weights)")
     field, block = unpack_field(strings[0], h, w, "learned-stereo")
-    aligned = warp(ref_rgb, field, block)
-    c_int = condition_latent(intra, coder, aligned, q)
-    grey = bool(flags & FLAG_GREY)
-    pic = decode_latent(intra, coder, strings[1:], sym_crc, c_int, C_FRAC, q, h, w, grey,
-                        "learned-stereo", where)[0]
-    return refined(refiner, pic, aligned, q, grey) if flags & FLAG_REFINED else pic
-
-
-def load_refiner(path, coder_sha: str, device) -> tuple:
-    """-> (ViewRefiner, its sha256), or (None, "") where no path is given and the installed
-    one (if any) was trained on other learned-stereo weights. A refiner given by path must
-    have been trained on the coder loaded."""
-    from pathlib import Path
-
-    from codecflow.codecs.learned import weights as W
-
-    default = W.default_path(REFINER)
-    if path is None and not default.exists():
-        return None, ""
-    path = Path(path) if path else default
-    if not path.exists():
-        raise CodecError(f"learned-stereo: refine_weights {path} does not exist")
-    refiner, sha = W.load_model(path, device, REFINER)
-    base = (refiner.base or {}).get("sha256")
-    if base and base != coder_sha and path == default:
-        return None, ""  # the installed refiner belongs to the shipped coder, not this one
-    if base and base != coder_sha:
-        raise CodecError(f"learned-stereo: refiner weights {path} were trained on "
-                         f"learned-stereo weights {base[:12]}, but the weights loaded are "
-                         f"{coder_sha[:12]}; pass the matching refine_weights or retrain "
-                         f"(docs/training.md)")
-    return refiner, sha
+    c_int = condition_latent(intra, coder, warp(ref_rgb, field, block), q)
+    return decode_latent(intra, coder, strings[1:], sym_crc, c_int, C_FRAC, q, h, w,
+                         bool(flags & FLAG_GREY), "learned-stereo", where)[0]
 
 
 @register(CodecSpec("learned-stereo", unit_kinds=("pair",), views=(2,), needs_torch=True,
@@ -205,17 +135,13 @@ class LearnedStereo(Codec):
 
     def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None,
                  intra_weights: str | None = None, first_view: str = "left",
-                 fast: bool = False, refine: bool = True, refine_weights: str | None = None,
-                 **params):
+                 fast: bool = False, **params):
         super().__init__(q=q, device=device, **params)
         if params:
             raise CodecError(f"learned-stereo: unknown parameter(s) {sorted(params)}; known: "
-                             f"weights, intra_weights, refine_weights, first_view, fast, refine, "
-                             f"device")
-        for key, value in (("fast", fast), ("refine", refine)):
-            if not isinstance(value, bool):
-                raise CodecError(f"learned-stereo: {key} must be true or false, got "
-                                 f"{value!r}")
+                             f"weights, intra_weights, first_view, fast, device")
+        if not isinstance(fast, bool):
+            raise CodecError(f"learned-stereo: fast must be true or false, got {fast!r}")
         # fast: one disparity field search and coding pass instead of one per RATES
         self.rates = RATES[:1] if fast else RATES
         if first_view not in VIEWS:
@@ -230,20 +156,10 @@ class LearnedStereo(Codec):
         path = weights or W.default_path("learned-stereo")
         self.coder, self._sha = load_conditional_coder(path, intra_sha, "learned-stereo",
                                                       self.device)
-        # the view refiner: decoders need it for views coded with it; the encoder uses it
-        # (where it helps) unless refine is false
-        self.refiner, self._refiner_sha = load_refiner(refine_weights, self._sha, self.device)
-        self.refine = bool(refine) and self.refiner is not None
 
     @property
     def weights_id(self) -> str:
-        """The coder's sha256 (12 hex digits); with a view refiner loaded, a digest of both
-        files' sha256s instead (a decoder needs the same pair)."""
-        if self.refiner is None:
-            return self._sha[:12]
-        import hashlib
-
-        return hashlib.sha256(f"{self._sha}+{self._refiner_sha}".encode()).hexdigest()[:12]
+        return self._sha[:12]
 
     def encode(self, unit: Unit) -> CodedUnit:
         if unit.kind != "pair" or len(unit.frames) != 2:
@@ -253,8 +169,7 @@ class LearnedStereo(Codec):
         rgb = [colour.to_rgb(f, info.matrix, info.range) for f in unit.frames]
         first, second = self.first, 1 - self.first
         p1, p2, pic1, pic2 = encode_pair(self.intra, self.coder, rgb[first], rgb[second],
-                                         self.q, first, self.rates,
-                                         self.refiner if self.refine else None)
+                                         self.q, first, self.rates)
         recon = [None, None]
         recon[first] = colour.like(pic1, info.pix_fmt, info.matrix, info.range)
         recon[second] = colour.like(pic2, info.pix_fmt, info.matrix, info.range)
@@ -290,7 +205,7 @@ class LearnedStereo(Codec):
                                  f"view {ref_view}, which this unit does not hold as an intra "
                                  f"picture")
             rgb = decode_second(self.intra, self.coder, r.payload, refs[(fi, ref_view)],
-                                f"frame {fi} view {view}: ", self.refiner)
+                                f"frame {fi} view {view}: ")
             out[(fi, view)] = self._frame(rgb, info)
         return out
 

@@ -24,8 +24,7 @@ from codecflow.errors import CodecError
 
 MANIFEST = "manifest.json"
 DEFAULT_FILES = {"learned-intra": "learned_intra.pt", "learned-stereo": "learned_stereo.pt",
-                 "learned-video": "learned_video.pt",
-                 "learned-stereo-refine": "learned_stereo_refine.pt"}
+                 "learned-video": "learned_video.pt"}
 TRAIN_HINT = ("train one with `python -m codecflow.training.image --run-dir runs/intra` "
               "(or `codecflow train image`) and export it with "
               "`python -m codecflow.training.image --run-dir runs/intra --export "
@@ -122,7 +121,6 @@ def load_state(path: str | Path) -> dict:
 MODEL_BUILDERS = {
     "IntraModel": "codecflow.codecs.learned.model:build_model",
     "ConditionalLatentCoder": "codecflow.codecs.learned.conditional:build_coder",
-    "ViewRefiner": "codecflow.codecs.learned.refine:build_refiner",
 }
 
 
@@ -164,8 +162,8 @@ def load_model(path: str | Path, device: str = "cpu", codec: str = "learned-intr
             model.load_tables(tables)
         except (KeyError, ValueError, AttributeError) as e:
             raise CodecError(f"weights file {path} has unusable coding tables: {e}") from e
-    elif hasattr(model, "build_tables"):  # older files: tables rebuilt here (float math; see
-        model.build_tables()                # docs/bitstream.md); models without tables skip
+    else:  # older files: tables rebuilt here (float math; see docs/bitstream.md)
+        model.build_tables()
     return model.to(torch.device(device)), sha
 
 
