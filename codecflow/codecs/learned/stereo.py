@@ -13,11 +13,12 @@ Second-view payload (see docs/bitstream.md, "learned-stereo payload"):
     0      1     magic 0x53 ('S')
     1      1     payload version (1)
     2      1     q (0..63)
-    3      1     flags: 0x01 grey picture
+    3      1     flags: 0x01 grey picture, 0x02 photometric compensation of the reference
     4      1     the view it is coded against (0 = left, 1 = right)
     5      2     original height (u16)
     7      2     original width  (u16)
-    9      4 x 4 lengths of: disparity field, z string, r-anchor string, r-non-anchor string
+    9      4 x 4 lengths of: disparity field (after 12 bytes of photometric compensation with
+                 flag 0x02), z string, r-anchor string, r-non-anchor string
     25     4     CRC-32 of the quantised latents the encoder coded
     29     4     CRC-32 of bytes 0..28 and the strings
     33     ...   the strings
@@ -48,7 +49,12 @@ PAYLOAD_VERSION = 1
 _HEAD = struct.Struct("<BBBBBHH")  # format byte, version, q, flags, reference view, h, w
 N_STRINGS = 4  # disparity field, z, r anchors, r non-anchors
 BLOCK = 16           # disparity blocks of 16 x 16 pixels (the encoder's choice; signalled)
-RATES = (1.0, 4.0)   # field rate weights the encoder tries, x warp.disparity_rate(q)
+# the codings the encoder tries (the smallest payload is kept): (photometric compensation of
+# the reference, field rate weight x warp.disparity_rate(q)); `fast` tries the first only
+CANDIDATES = ((False, 1.0), (True, 1.0), (False, 4.0))
+FLAG_PHOTOMETRIC = 0x02  # the reference is compensated for gain and offset (12 bytes)
+_PHOTO = struct.Struct("<3H3h")  # gain per channel (units of 2^-10), offset (units of 2^-4)
+GAIN_ONE, OFFSET_ONE = 1 << 10, 1 << 4
 MAX_DISPARITY = 256  # the encoder's search range, pixels
 MARGIN = 16          # ... and the other way
 VIEWS = ("left", "right")
@@ -66,7 +72,7 @@ def unpack_payload(data: bytes) -> tuple:
     what = "learned-stereo"
     _, _, q, flags, ref, h, w = layout.read_head(data, _HEAD, N_STRINGS, MAGIC,
                                                  PAYLOAD_VERSION, what)
-    if q > 63 or h == 0 or w == 0 or flags & ~FLAG_GREY or ref > 1:
+    if q > 63 or h == 0 or w == 0 or flags & ~(FLAG_GREY | FLAG_PHOTOMETRIC) or ref > 1:
         raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}, flags "
                          f"0x{flags:02x}, reference view {ref}")
     strings, sym = layout.unpack(data, _HEAD.size, N_STRINGS, True, what)
@@ -80,13 +86,47 @@ def disparity_range(ref_view: int) -> tuple:
     return (-MARGIN, MAX_DISPARITY) if ref_view == 0 else (-MAX_DISPARITY, MARGIN)
 
 
+def photometric_fit(ref_rgb: np.ndarray, target_rgb: np.ndarray) -> tuple | None:
+    """The encoder's gain and offset per channel that give the reference picture the mean and
+    spread of the target's (the two cameras of a rig differ in exposure and white balance):
+    (gains in units of 2^-10, offsets in units of 2^-4), or None where that rounds to the
+    identity."""
+    r = ref_rgb.reshape(-1, 3).astype(np.float64)
+    t = target_rgb.reshape(-1, 3).astype(np.float64)
+    gain = np.clip(t.std(0) / np.maximum(r.std(0), 1e-3), 0.25, 4.0)
+    offset = np.clip(t.mean(0) - gain * r.mean(0), -255.0, 255.0)
+    g = [int(v) for v in np.round(gain * GAIN_ONE)]
+    o = [int(v) for v in np.round(offset * OFFSET_ONE)]
+    return None if g == [GAIN_ONE] * 3 and o == [0] * 3 else (g, o)
+
+
+def compensate(rgb: np.ndarray, params: tuple) -> np.ndarray:
+    """Both sides: clamp(floor(x * gain + offset + 1/2)) per channel, in integers (exact)."""
+    g, o = (np.asarray(v, dtype=np.int64) for v in params)
+    x = rgb.astype(np.int64) * (g * OFFSET_ONE) + o * GAIN_ONE + (GAIN_ONE * OFFSET_ONE) // 2
+    return np.clip(x // (GAIN_ONE * OFFSET_ONE), 0, 255).astype(np.uint8)
+
+
+def pack_photometric(params: tuple) -> bytes:
+    return _PHOTO.pack(*params[0], *params[1])
+
+
+def unpack_photometric(data: bytes, where: str = "") -> tuple:
+    if len(data) < _PHOTO.size:
+        raise CodecError(f"{where}learned-stereo payload: photometric compensation truncated")
+    v = _PHOTO.unpack_from(data, 0)
+    return (list(v[:3]), list(v[3:])), bytes(data[_PHOTO.size:])
+
+
 def encode_pair(intra, coder, first_rgb: np.ndarray, second_rgb: np.ndarray, q: int,
-                ref_view: int, rates: tuple = RATES) -> tuple:
+                ref_view: int, candidates: tuple = CANDIDATES) -> tuple:
     """-> (first payload, second payload, first picture, second picture) (uint8 RGB).
 
-    The disparity field (blocks of BLOCK px) is searched rate-constrained
-    (`warp.block_disparity`) once per factor in ``rates`` times `warp.disparity_rate(q)`; the
-    second view is coded with each field and the smaller payload kept."""
+    For each (photometric, rate) of ``candidates``: the reference (the first view's decoded
+    picture) is compensated in gain and offset (`photometric_fit`) when asked and that is not
+    the identity; the disparity field (blocks of BLOCK px) is searched on it rate-constrained
+    (`warp.block_disparity`, rate x `warp.disparity_rate(q)`); the second view is coded given
+    the aligned reference. The smallest payload is kept."""
     from codecflow.codecs.learned.warp import (block_disparity, disparity_rate, pack_field,
                                                warp)
 
@@ -98,13 +138,19 @@ def encode_pair(intra, coder, first_rgb: np.ndarray, second_rgb: np.ndarray, q: 
     lo, hi = disparity_range(ref_view)
     y = analyse(intra, second_rgb, q)
     grey = is_grey(second_rgb)
+    fit = photometric_fit(pic1, second_rgb)
     best = None
-    for factor in rates:
-        field = block_disparity(second_rgb, pic1, BLOCK, lo, hi, factor * disparity_rate(q))
-        c_int = condition_latent(intra, coder, warp(pic1, field, BLOCK), q)
+    for photometric, factor in candidates:
+        if photometric and fit is None:
+            continue
+        ref = compensate(pic1, fit) if photometric else pic1
+        field = block_disparity(second_rgb, ref, BLOCK, lo, hi, factor * disparity_rate(q))
+        c_int = condition_latent(intra, coder, warp(ref, field, BLOCK), q)
         strings, sym_crc, pic2, _ = code_latent(intra, coder, y, c_int, C_FRAC, q, h, w, grey)
-        p2 = pack_payload(int(q), FLAG_GREY if grey else 0, ref_view, h, w,
-                          [pack_field(field, BLOCK)] + list(strings), sym_crc)
+        head = pack_photometric(fit) if photometric else b""
+        flags = (FLAG_GREY if grey else 0) | (FLAG_PHOTOMETRIC if photometric else 0)
+        p2 = pack_payload(int(q), flags, ref_view, h, w,
+                          [head + pack_field(field, BLOCK)] + list(strings), sym_crc)
         if best is None or len(p2) < len(best[0]):
             best = (p2, pic2)
     return p1, best[0], pic1, best[1]
@@ -119,7 +165,11 @@ def decode_second(intra, coder, payload: bytes, ref_rgb: np.ndarray,
     if ref_rgb.shape[:2] != (h, w):
         raise CodecError(f"{where}learned-stereo: the view is {w}x{h}, its reference view "
                          f"{ref_rgb.shape[1]}x{ref_rgb.shape[0]}")
-    field, block = unpack_field(strings[0], h, w, "learned-stereo")
+    field_bytes = strings[0]
+    if flags & FLAG_PHOTOMETRIC:
+        params, field_bytes = unpack_photometric(field_bytes, where)
+        ref_rgb = compensate(ref_rgb, params)
+    field, block = unpack_field(field_bytes, h, w, "learned-stereo")
     c_int = condition_latent(intra, coder, warp(ref_rgb, field, block), q)
     return decode_latent(intra, coder, strings[1:], sym_crc, c_int, C_FRAC, q, h, w,
                          bool(flags & FLAG_GREY), "learned-stereo", where)[0]
@@ -130,7 +180,7 @@ def decode_second(intra, coder, payload: bytes, ref_rgb: np.ndarray,
 class LearnedStereo(Codec):
     """Joint stereo codec: first view as learned-intra, second view conditioned on it."""
 
-    version = "1"
+    version = "2"  # 2: range-coded fields, photometric compensation (1 still decodes)
     verifies_symbols = True
 
     def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None,
@@ -142,8 +192,8 @@ class LearnedStereo(Codec):
                              f"weights, intra_weights, first_view, fast, device")
         if not isinstance(fast, bool):
             raise CodecError(f"learned-stereo: fast must be true or false, got {fast!r}")
-        # fast: one disparity field search and coding pass instead of one per RATES
-        self.rates = RATES[:1] if fast else RATES
+        # fast: one disparity field search and coding pass instead of one per candidate
+        self.candidates = CANDIDATES[:1] if fast else CANDIDATES
         if first_view not in VIEWS:
             raise CodecError(f"learned-stereo: first_view must be 'left' or 'right', got "
                              f"{first_view!r}")
@@ -169,7 +219,7 @@ class LearnedStereo(Codec):
         rgb = [colour.to_rgb(f, info.matrix, info.range) for f in unit.frames]
         first, second = self.first, 1 - self.first
         p1, p2, pic1, pic2 = encode_pair(self.intra, self.coder, rgb[first], rgb[second],
-                                         self.q, first, self.rates)
+                                         self.q, first, self.candidates)
         recon = [None, None]
         recon[first] = colour.like(pic1, info.pix_fmt, info.matrix, info.range)
         recon[second] = colour.like(pic2, info.pix_fmt, info.matrix, info.range)

@@ -104,7 +104,7 @@ def decode_p(intra, coder, payload: bytes, ref_rgb: np.ndarray, where: str = "")
 class LearnedVideo(Codec):
     """Closed GOPs: a learned-intra frame, then learned P-frames."""
 
-    version = "1"
+    version = "2"  # 2: range-coded motion fields (version 1 streams still decode)
     verifies_symbols = True
 
     def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None,

@@ -20,7 +20,8 @@ import numpy as np
 
 from codecflow.errors import CodecError
 
-_HEAD = struct.Struct("<HHB")  # block rows, block columns, block size / 4
+_HEAD = struct.Struct("<HHB")  # block rows, block columns, block size / 4 (| RANGE_CODED)
+RANGE_CODED = 0x80  # the residuals are range-coded (field_coder.py); else zlib (first format)
 MAX_SHIFT = 4096
 
 
@@ -70,7 +71,8 @@ def _search(target, ref, block, cands, prior=None):
 
 def field_bits(residual: np.ndarray) -> np.ndarray:
     """Estimated bits of a field prediction residual (zero: one bit; otherwise growing with
-    log2 |r|, as the zigzag varints and zlib of `pack_field` spend them)."""
+    log2 |r|). A fixed model, not the adaptive coder's actual cost: it only steers the
+    search (weights tuned by measurement, see docs/training.md)."""
     a = np.abs(residual).astype(np.float64)
     return np.where(a == 0, 1.0, 2.0 + 2.0 * np.log2(a + 1.0))
 
@@ -191,14 +193,41 @@ def _varints(values) -> bytes:
     return bytes(out)
 
 
-def pack_field(field: np.ndarray, block: int) -> bytes:
-    """bh x bw x 2 vectors -> u16 bh, u16 bw, u8 block / 4, then zlib of the prediction
-    residuals (LOCO-I median predictor, zigzag varints) of dx for all blocks in raster order,
-    then of dy."""
+def residual_planes(field: np.ndarray) -> list:
+    """bh x bw x 2 vectors -> [dx residuals, dy residuals] against the LOCO-I median
+    prediction from the decoded neighbours (raster order)."""
     f = np.asarray(field, dtype=np.int64)
     bh, bw = f.shape[:2]
-    res = [int(f[i, j, k]) - _predict(f[..., k], i, j)
-           for k in (0, 1) for i in range(bh) for j in range(bw)]
+    out = []
+    for k in (0, 1):
+        plane = f[..., k]
+        res = np.zeros((bh, bw), np.int64)
+        for i in range(bh):
+            for j in range(bw):
+                res[i, j] = int(plane[i, j]) - _predict(plane, i, j)
+        out.append(res)
+    return out
+
+
+def pack_field(field: np.ndarray, block: int) -> bytes:
+    """bh x bw x 2 vectors -> u16 bh, u16 bw, u8 (block / 4) | RANGE_CODED, then the
+    prediction residuals (LOCO-I median predictor) of dx for all blocks in raster order, then
+    of dy, range-coded with adaptive contexts (`field_coder.py`)."""
+    from codecflow.codecs.learned.field_coder import encode_residuals
+
+    f = np.asarray(field, dtype=np.int64)
+    bh, bw = f.shape[:2]
+    if block % 4 or not 4 <= block <= 4 * 0x7F:
+        raise ValueError(f"block size {block} is not a multiple of 4 in 4..508")
+    return _HEAD.pack(bh, bw, block // 4 | RANGE_CODED) + encode_residuals(residual_planes(f))
+
+
+def pack_field_zlib(field: np.ndarray, block: int) -> bytes:
+    """The first field format (payloads that decoders still read): u16 bh, u16 bw,
+    u8 block / 4, then zlib of the residuals as zigzag varints, dx then dy."""
+    f = np.asarray(field, dtype=np.int64)
+    bh, bw = f.shape[:2]
+    res = [int(v) for plane in residual_planes(f) for v in plane.ravel()]
     return _HEAD.pack(bh, bw, block // 4) + zlib.compress(_varints(res), 9)
 
 
@@ -208,10 +237,32 @@ def unpack_field(data: bytes, h: int, w: int, what: str) -> tuple:
     if len(data) < _HEAD.size:
         raise CodecError(f"{what} payload: displacement field truncated ({len(data)} bytes)")
     bh, bw, b4 = _HEAD.unpack_from(data, 0)
-    block = 4 * b4
+    block = 4 * (b4 & ~RANGE_CODED)
     if block == 0 or (bh, bw) != (-(-h // block), -(-w // block)):
         raise CodecError(f"{what} payload: displacement field of {bw}x{bh} blocks of "
                          f"{block} px does not fit a {w}x{h} picture")
+    if b4 & RANGE_CODED:
+        from codecflow.codecs.learned.field_coder import decode_residuals
+
+        vals = np.concatenate([p.ravel() for p in decode_residuals(
+            data[_HEAD.size:], (bh, bw), 2, what)]).tolist()
+    else:
+        vals = _zlib_residuals(data, bh, bw, what)
+    n = bh * bw
+    field = np.zeros((bh, bw, 2), np.int64)
+    for k in (0, 1):
+        plane = field[..., k]
+        for idx in range(n):
+            i, j = divmod(idx, bw)
+            plane[i, j] = _predict(plane, i, j) + vals[k * n + idx]
+            if abs(plane[i, j]) > MAX_SHIFT:
+                raise CodecError(f"{what} payload: displacement out of range "
+                                 f"(> {MAX_SHIFT} px)")
+    return field.astype(np.int32), block
+
+
+def _zlib_residuals(data: bytes, bh: int, bw: int, what: str) -> list:
+    """The residuals of a first-format (zlib) field."""
     try:  # at most 10 bytes per value: a corrupt stream cannot inflate without bound
         inflate = zlib.decompressobj()
         raw = inflate.decompress(data[_HEAD.size:], 20 * bh * bw + 16)
@@ -230,14 +281,4 @@ def unpack_field(data: bytes, h: int, w: int, what: str) -> tuple:
     if shift or len(vals) != 2 * n:
         raise CodecError(f"{what} payload: displacement field holds {len(vals)} values, "
                          f"expected {2 * n}")
-    field = np.zeros((bh, bw, 2), np.int64)
-    for k in (0, 1):
-        plane = field[..., k]
-        for idx in range(n):
-            i, j = divmod(idx, bw)
-            plane[i, j] = _predict(plane, i, j) + vals[k * n + idx]
-            if abs(plane[i, j]) > MAX_SHIFT:
-                raise CodecError(f"{what} payload: displacement out of range "
-                                 f"(> {MAX_SHIFT} px)")
-    planes = [field[..., 0], field[..., 1]]
-    return np.stack(planes, -1).reshape(bh, bw, 2).astype(np.int32), block
+    return vals

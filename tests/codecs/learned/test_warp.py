@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from codecflow.codecs.learned.warp import (
-    block_disparity, block_motion, pack_field, unpack_field, warp)
+    block_disparity, block_motion, pack_field, pack_field_zlib, unpack_field, warp)
 from codecflow.errors import CodecError
 from tests.conftest import synth_rgb
 
@@ -63,13 +63,54 @@ def test_field_round_trip_and_checks():
     rng = np.random.default_rng(0)
     field = rng.integers(-300, 300, (3, 5, 2)).astype(np.int32)
     data = pack_field(field, 16)
+    assert data[4] == 4 | 0x80  # block 16, range-coded
     got, block = unpack_field(data, 40, 70, "x")
     assert block == 16 and np.array_equal(got, field)
     with pytest.raises(CodecError, match="does not fit"):
         unpack_field(data, 40, 90, "x")
-    with pytest.raises(CodecError, match="corrupt"):
-        unpack_field(data[:5] + b"zz", 40, 70, "x")
+    with pytest.raises(CodecError, match="truncated"):
+        unpack_field(data[:8], 40, 70, "x")
     with pytest.raises(CodecError, match="truncated"):
         unpack_field(data[:3], 40, 70, "x")
     with pytest.raises(CodecError, match="out of range"):
         unpack_field(pack_field(np.full((3, 5, 2), 5000), 16), 40, 70, "x")
+
+
+def test_first_field_format_still_decodes():
+    rng = np.random.default_rng(1)
+    field = rng.integers(-300, 300, (3, 5, 2)).astype(np.int32)
+    data = pack_field_zlib(field, 16)
+    assert data[4] == 4
+    got, block = unpack_field(data, 40, 70, "x")
+    assert block == 16 and np.array_equal(got, field)
+    with pytest.raises(CodecError, match="corrupt"):
+        unpack_field(data[:5] + b"zz", 40, 70, "x")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_range_coded_fields_round_trip_and_beat_zlib_on_smooth_fields(seed):
+    rng = np.random.default_rng(seed)
+    bh, bw = 30, 46
+    field = np.zeros((bh, bw, 2), np.int32)
+    steps = rng.integers(-2, 3, size=(bh, bw)) * (rng.random((bh, bw)) < 0.15)
+    field[..., 0] = 24 + np.cumsum(steps, axis=1)
+    field[rng.random((bh, bw)) < 0.02, 0] = rng.integers(-16, 256)  # outliers
+    data = pack_field(field, 8)  # a stereo field: dy = 0
+    got, block = unpack_field(data, bh * 8, bw * 8 - 5, "x")
+    assert block == 8 and np.array_equal(got, field)
+    assert len(data) < len(pack_field_zlib(field, 8))
+    field[rng.random((bh, bw)) < 0.01, 1] = 4096 * rng.choice([-1, 1])  # extreme values
+    got, _ = unpack_field(pack_field(field, 8), bh * 8, bw * 8 - 5, "x")
+    assert np.array_equal(got, field)
+
+
+def test_garbage_fields_are_errors_not_crashes():
+    rng = np.random.default_rng(7)
+    head = pack_field(np.zeros((6, 9, 2), np.int32), 16)[:5]
+    for _ in range(20):
+        junk = head + rng.integers(0, 256, int(rng.integers(5, 40)), dtype=np.uint8).tobytes()
+        try:
+            field, _ = unpack_field(junk, 96, 144, "x")
+        except CodecError:
+            continue
+        assert field.shape == (6, 9, 2) and np.abs(field).max() <= 4096
