@@ -129,6 +129,10 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench/results/video_rd"))
+    ap.add_argument("--keep", action="store_true",
+                    help="take the points of the codecs not run from the existing OUT.json "
+                         "(same clips and GOP, e.g. after changing one codec); said in the "
+                         "table")
     args = ap.parse_args()
     _, val = split_clips(args.video)
     if not val:
@@ -150,6 +154,16 @@ def main() -> int:
                   f"RGB {p['psnr_rgb']:.2f} dB  ({p['pipeline_s']:.0f} s)", flush=True)
             pts.append(p)
         results[c] = pts
+    kept = []
+    if args.keep and Path(args.out).with_suffix(".json").is_file():
+        old = json.loads(Path(args.out).with_suffix(".json").read_text())
+        if [list(x) for x in old.get("clips", [])] != [list(x) for x in written] or \
+                old.get("gop") != args.gop:
+            raise SystemExit(f"--keep: {args.out}.json was measured on other clips or GOP")
+        for c, pts in old["points"].items():
+            if c not in results:
+                results[c] = pts
+                kept.append(c)
     table = {}
     for metric in ("psnr_yuv", "psnr_rgb"):
         curves = {c: ([p["bpp"] for p in pts], [p[metric] for p in pts])
@@ -178,12 +192,15 @@ def main() -> int:
         sp_lines.append("")
     md = "\n".join(["# Video RD on held-out clips (GOP %d)" % args.gop, "",
                     "Clips: " + ", ".join(f"{n} ({k} frames)" for n, k in written), "",
+                    *([f"Points of {', '.join(kept)} kept from the previous run (their codecs "
+                       f"did not change).", ""] if kept else []),
                     *lines, "", *pts_lines, "", *sp_lines])
     print("\n" + md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
-        {"clips": written, "gop": args.gop, "points": results, "bd": table, "speed": sp},
+        {"clips": written, "gop": args.gop, "points": results, "bd": table, "speed": sp,
+         "kept": kept},
         indent=2))
     out.with_suffix(".md").write_text(md)
     curves = {c: ([p["bpp"] for p in pts], [p["psnr_yuv"] for p in pts])
