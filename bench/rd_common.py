@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,29 @@ def q_lists(defaults: dict, overrides: list) -> dict:
         name, _, vals = item.partition("=")
         qs[name] = vals
     return qs
+
+
+KEEP_HELP = ("take the points of the codecs not run from the existing OUT.json (measured on "
+             "the same data, e.g. after changing one codec); said in the table")
+
+
+def keep_points(out: str, results: dict, same: dict) -> list:
+    """--keep: add to ``results`` the points of codecs it lacks from ``OUT.json``, whose keys
+    in ``same`` (e.g. the pairs) must hold the same values. -> the codecs taken."""
+    path = Path(out).with_suffix(".json")
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    for key, value in same.items():
+        if json.loads(json.dumps(old.get(key))) != json.loads(json.dumps(value)):
+            raise SystemExit(f"--keep: {path} was measured with another {key}")
+    kept = [c for c in old["points"] if c not in results]
+    for c in kept:
+        results[c] = old["points"][c]
+    return kept
+
+
+def kept_line(kept: list) -> list:
+    """The markdown line that says which codecs' points were kept (none: no line)."""
+    return ([f"Points of {', '.join(kept)} kept from the previous run (their codecs did not "
+             f"change).", ""] if kept else [])

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from codecflow.eval import bdrate  # noqa: E402
 from codecflow.eval.plot import plot_rd  # noqa: E402
-from rd_common import bd_rows, q_lists, run  # noqa: E402
+from rd_common import KEEP_HELP, bd_rows, keep_points, kept_line, q_lists, run  # noqa: E402
 
 DEFAULT_Q = {"learned-stereo": "0,21,42,63", "learned-intra": "0,21,42,63",
              "jpeg": "4,8,16,24,32,40,48,56", "x265": "0,3,6,9,12,18,24,30"}
@@ -140,9 +140,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench/results/stereo_rd"))
-    ap.add_argument("--keep", action="store_true",
-                    help="take the points of the codecs not run from the existing OUT.json "
-                         "(same pairs, e.g. after retraining one codec); said in the table")
+    ap.add_argument("--keep", action="store_true", help=KEEP_HELP)
     args = ap.parse_args()
     if not Path(args.stereo).is_dir():
         print(f"stereo folder {args.stereo} not found", file=sys.stderr)
@@ -168,15 +166,7 @@ def main() -> int:
                   flush=True)
             pts.append(p)
         results[c] = pts
-    kept = []
-    if args.keep and Path(args.out).with_suffix(".json").is_file():
-        old = json.loads(Path(args.out).with_suffix(".json").read_text())
-        if old.get("pairs") != [v[0] for v in val]:
-            raise SystemExit(f"--keep: {args.out}.json was measured on other pairs")
-        for c, pts in old["points"].items():
-            if c not in results:
-                results[c] = pts
-                kept.append(c)
+    kept = keep_points(args.out, results, {"pairs": [v[0] for v in val]}) if args.keep else []
     curves = {c: ([p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts])
               for c, pts in results.items()}
     table = {}
@@ -203,8 +193,7 @@ def main() -> int:
                      for c in SPEED_CODECS if c in sp] + [""]
     md = "\n".join(["# Stereo RD on held-out pairs", "",
                     f"Pairs ({len(val)}): {', '.join(v[0] for v in val)}", "",
-                    *([f"Points of {', '.join(kept)} kept from the previous run (their codecs "
-                       f"did not change).", ""] if kept else []), *lines, "",
+                    *kept_line(kept), *lines, "",
                     *pts_lines, "", *sp_lines])
     print("\n" + md)
     out = Path(args.out)

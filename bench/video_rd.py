@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from codecflow.eval import bdrate  # noqa: E402
 from codecflow.eval.plot import plot_rd  # noqa: E402
-from rd_common import bd_rows, q_lists, run  # noqa: E402
+from rd_common import KEEP_HELP, bd_rows, keep_points, kept_line, q_lists, run  # noqa: E402
 
 DEFAULT_Q = {"learned-video": "0,21,42,63", "learned-intra": "0,21,42,63",
              "x264": "4,8,12,16,20,24,28,32,36", "x265": "4,8,12,16,20,24,28,32,36"}
@@ -129,10 +129,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "bench/results/video_rd"))
-    ap.add_argument("--keep", action="store_true",
-                    help="take the points of the codecs not run from the existing OUT.json "
-                         "(same clips and GOP, e.g. after changing one codec); said in the "
-                         "table")
+    ap.add_argument("--keep", action="store_true", help=KEEP_HELP)
     args = ap.parse_args()
     _, val = split_clips(args.video)
     if not val:
@@ -154,16 +151,8 @@ def main() -> int:
                   f"RGB {p['psnr_rgb']:.2f} dB  ({p['pipeline_s']:.0f} s)", flush=True)
             pts.append(p)
         results[c] = pts
-    kept = []
-    if args.keep and Path(args.out).with_suffix(".json").is_file():
-        old = json.loads(Path(args.out).with_suffix(".json").read_text())
-        if [list(x) for x in old.get("clips", [])] != [list(x) for x in written] or \
-                old.get("gop") != args.gop:
-            raise SystemExit(f"--keep: {args.out}.json was measured on other clips or GOP")
-        for c, pts in old["points"].items():
-            if c not in results:
-                results[c] = pts
-                kept.append(c)
+    kept = (keep_points(args.out, results, {"clips": written, "gop": args.gop})
+            if args.keep else [])
     table = {}
     for metric in ("psnr_yuv", "psnr_rgb"):
         curves = {c: ([p["bpp"] for p in pts], [p[metric] for p in pts])
@@ -192,9 +181,7 @@ def main() -> int:
         sp_lines.append("")
     md = "\n".join(["# Video RD on held-out clips (GOP %d)" % args.gop, "",
                     "Clips: " + ", ".join(f"{n} ({k} frames)" for n, k in written), "",
-                    *([f"Points of {', '.join(kept)} kept from the previous run (their codecs "
-                       f"did not change).", ""] if kept else []),
-                    *lines, "", *pts_lines, "", *sp_lines])
+                    *kept_line(kept), *lines, "", *pts_lines, "", *sp_lines])
     print("\n" + md)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

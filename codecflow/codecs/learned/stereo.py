@@ -138,7 +138,7 @@ def encode_pair(intra, coder, first_rgb: np.ndarray, second_rgb: np.ndarray, q: 
     lo, hi = disparity_range(ref_view)
     y = analyse(intra, second_rgb, q)
     grey = is_grey(second_rgb)
-    fit = photometric_fit(pic1, second_rgb)
+    fit = photometric_fit(pic1, second_rgb) if any(c[0] for c in candidates) else None
     best = None
     for photometric, factor in candidates:
         if photometric and fit is None:

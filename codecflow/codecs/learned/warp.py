@@ -244,25 +244,23 @@ def unpack_field(data: bytes, h: int, w: int, what: str) -> tuple:
     if b4 & RANGE_CODED:
         from codecflow.codecs.learned.field_coder import decode_residuals
 
-        vals = np.concatenate([p.ravel() for p in decode_residuals(
-            data[_HEAD.size:], (bh, bw), 2, what)]).tolist()
+        residuals = decode_residuals(data[_HEAD.size:], (bh, bw), 2, what)
     else:
-        vals = _zlib_residuals(data, bh, bw, what)
-    n = bh * bw
+        residuals = _zlib_residuals(data, bh, bw, what)
     field = np.zeros((bh, bw, 2), np.int64)
-    for k in (0, 1):
+    for k, res in enumerate(residuals):
         plane = field[..., k]
-        for idx in range(n):
-            i, j = divmod(idx, bw)
-            plane[i, j] = _predict(plane, i, j) + vals[k * n + idx]
-            if abs(plane[i, j]) > MAX_SHIFT:
-                raise CodecError(f"{what} payload: displacement out of range "
-                                 f"(> {MAX_SHIFT} px)")
+        for i in range(bh):
+            for j in range(bw):
+                plane[i, j] = _predict(plane, i, j) + int(res[i, j])
+                if abs(plane[i, j]) > MAX_SHIFT:
+                    raise CodecError(f"{what} payload: displacement out of range "
+                                     f"(> {MAX_SHIFT} px)")
     return field.astype(np.int32), block
 
 
 def _zlib_residuals(data: bytes, bh: int, bw: int, what: str) -> list:
-    """The residuals of a first-format (zlib) field."""
+    """The residual planes (dx, dy) of a first-format (zlib) field."""
     try:  # at most 10 bytes per value: a corrupt stream cannot inflate without bound
         inflate = zlib.decompressobj()
         raw = inflate.decompress(data[_HEAD.size:], 20 * bh * bw + 16)
@@ -281,4 +279,4 @@ def _zlib_residuals(data: bytes, bh: int, bw: int, what: str) -> list:
     if shift or len(vals) != 2 * n:
         raise CodecError(f"{what} payload: displacement field holds {len(vals)} values, "
                          f"expected {2 * n}")
-    return vals
+    return list(np.asarray(vals, dtype=np.int64).reshape(2, bh, bw))
