@@ -27,7 +27,7 @@ import struct
 import numpy as np
 
 from codecflow.codecs import colour
-from codecflow.data import Frame, StreamInfo
+from codecflow.data import Frame, StreamInfo, is_int
 from codecflow.codecs.base import PictureCodec
 from codecflow.codecs.learned import payload as layout
 from codecflow.codecs.registry import CodecSpec, register
@@ -39,6 +39,7 @@ _HEAD = struct.Struct("<BBBBHH")  # format byte, version, q, flags, height, widt
 FLAG_GREY = 0x01
 N_STRINGS = 3  # z, y anchors, y non-anchors
 MAX_SIDE = 65535
+MAX_REFINE_STEPS = 1000
 
 
 def pack_payload(q: int, h: int, w: int, strings: list, symbols_crc: int,
@@ -79,18 +80,19 @@ def is_grey(rgb: np.ndarray) -> bool:
                 np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
-def encode_rgb(model, rgb: np.ndarray, q: int) -> tuple:
+def encode_rgb(model, rgb: np.ndarray, q: int, refine_steps: int = 0) -> tuple:
     """uint8 H x W x 3 RGB -> (payload bytes, the uint8 RGB picture every decoder produces).
 
     The picture comes from the encoder's own quantised latents: decoding is exact, and the
     symbols CRC in the payload proves that a decoder read the same latents."""
-    payload, picture, _ = encode_rgb_latent(model, rgb, q)
+    payload, picture, _ = encode_rgb_latent(model, rgb, q, refine_steps)
     return payload, picture
 
 
-def encode_rgb_latent(model, rgb: np.ndarray, q: int) -> tuple:
+def encode_rgb_latent(model, rgb: np.ndarray, q: int, refine_steps: int = 0) -> tuple:
     """As `encode_rgb`, plus the quantised latent every decoder reads (1 x M x h x w, float64
-    integers in 1/16 units): the reference learned-stereo codes the other view against."""
+    integers in 1/16 units): the reference learned-stereo codes the other view against.
+    ``refine_steps``: encoder-side latent search (`IntraModel.refined_latent`)."""
     import torch
 
     h, w = rgb.shape[:2]
@@ -100,7 +102,7 @@ def encode_rgb_latent(model, rgb: np.ndarray, q: int) -> tuple:
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)[None].float()
     x = model.pad(x / 255.0)
     with torch.no_grad():
-        out = model.compress(x, int(q))
+        out = model.compress(x, int(q), int(refine_steps), (h, w))
         picture = model.exact().synthesize(out["y16"], int(q))
     grey = is_grey(rgb)
     return (pack_payload(int(q), h, w, out["strings"], out["symbols_crc"],
@@ -156,11 +158,16 @@ class LearnedIntra(PictureCodec):
     version = "2"
     verifies_symbols = True
 
-    def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None, **params):
+    def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None,
+                 refine_steps: int = 0, **params):
         super().__init__(q=q, device=device, **params)
         if params:
             raise CodecError(f"learned-intra: unknown parameter(s) {sorted(params)}; "
-                             f"known: weights, device")
+                             f"known: weights, device, refine_steps")
+        if not is_int(refine_steps) or not 0 <= refine_steps <= MAX_REFINE_STEPS:
+            raise CodecError(f"learned-intra: refine_steps must be an integer 0.."
+                             f"{MAX_REFINE_STEPS}, got {refine_steps!r}")
+        self.refine_steps = int(refine_steps)
         from codecflow.codecs.learned import weights as W
 
         self.weights_path = str(weights) if weights else str(W.default_path("learned-intra"))
@@ -178,7 +185,7 @@ class LearnedIntra(PictureCodec):
 
     def encode_picture_recon(self, frame: Frame, info: StreamInfo) -> tuple:
         rgb = colour.to_rgb(frame, info.matrix, info.range)
-        payload, picture = encode_rgb(self.model, rgb, self.q)
+        payload, picture = encode_rgb(self.model, rgb, self.q, self.refine_steps)
         return payload, colour.like(picture, info.pix_fmt, info.matrix, info.range)
 
     def decode_picture(self, payload: bytes, info: StreamInfo) -> Frame:

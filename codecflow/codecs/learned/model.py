@@ -40,6 +40,7 @@ Y_LIMIT = 2.0 ** 24  # |latent| <= 2^20
 IG_FRAC = 16  # inverse gains: units of 2^-16
 DEFAULT_LAMBDAS = (0.0018, 0.0048, 0.0130, 0.0348, 0.0932)
 Q_MAX = 63
+REFINE_LR = 0.002  # Adam step on the latent for `refined_latent` (measured: docs/codecs.md)
 
 
 class IntraModel(CompressionModel):
@@ -115,11 +116,16 @@ class IntraModel(CompressionModel):
         g, ig = self.gains(pos)
         with low():
             y = self.g_a(x)
-        y = y.float() * g
+        return self._from_latent(y.float() * g, ig, low)
+
+    def _from_latent(self, y: torch.Tensor, ig: torch.Tensor, low, noise=None) -> dict:
+        """The part of `forward` after the analysis: a gained latent y -> reconstruction and
+        likelihoods (straight-through rounding for the picture; for the rates noise in
+        training mode or with ``noise=True``, rounding otherwise)."""
         with low():
             z = self.h_a(y)
         z = z.float()
-        _, z_lik = self.entropy_bottleneck(z)
+        _, z_lik = self.entropy_bottleneck(z, training=noise)
         med = self.entropy_bottleneck._get_medians().detach().view(1, -1, 1, 1)
         z_hat = ste_round(z - med) + med
         with low():
@@ -131,11 +137,49 @@ class IntraModel(CompressionModel):
         s_n, m_n = self._params(hyper, self.ctx(y_hat_a))
         scales = s_a * mask + s_n * (1 - mask)
         means = m_a * mask + m_n * (1 - mask)
-        _, y_lik = self.gaussian_conditional(y, scales, means)
+        _, y_lik = self.gaussian_conditional(y, scales, means, training=noise)
         y_hat = ste_round(y - means) + means
         with low():
             x_hat = self.g_s(y_hat * ig)
         return {"x_hat": x_hat.float(), "likelihoods": {"y": y_lik, "z": z_lik}}
+
+    def refined_latent(self, x: torch.Tensor, q: int, steps: int, size: tuple | None = None,
+                       lr: float = REFINE_LR) -> torch.Tensor:
+        """Encoder-side search for a better latent than g_a's: ``steps`` Adam steps on the
+        gained latent itself, minimising the training loss (lambda(q) * 255^2 * MSE + bpp
+        estimated by the entropy models) with the weights fixed. The decoder is unchanged:
+        it decodes whatever latent was coded. x as for `compress`; ``size`` (h, w): the
+        picture inside the padding, the only part whose distortion counts."""
+        h, w = size or x.shape[2:]
+        pos = torch.tensor([self.q_to_pos(q)], device=x.device)
+        lam = self.pos_to_lambda(pos)
+        with torch.no_grad():
+            g, ig = self.gains(pos)
+            y0 = self.g_a(x) * g
+        if steps <= 0:
+            return y0
+        y = y0.clone().requires_grad_(True)
+        opt = torch.optim.Adam([y], lr=lr)
+        frozen = [p for p in self.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        try:  # the rate's noise from a fixed seed: the same picture codes the same way
+            with torch.enable_grad(), torch.random.fork_rng(devices=devices):
+                torch.manual_seed(0)
+                for _ in range(int(steps)):
+                    out = self._from_latent(y, ig, contextlib.nullcontext, noise=True)
+                    bits = sum(-torch.log2(v.clamp_min(1e-9)).sum()
+                               for v in out["likelihoods"].values())
+                    mse = F.mse_loss(out["x_hat"][..., :h, :w], x[..., :h, :w])
+                    loss = lam * 255.0 ** 2 * mse + bits / (h * w)
+                    opt.zero_grad()
+                    loss.sum().backward()
+                    opt.step()
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return y.detach()
 
     # ---------------------------------------------------------------- coding
     @staticmethod
@@ -153,13 +197,18 @@ class IntraModel(CompressionModel):
         return self._exact
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, q: int) -> dict:
+    def compress(self, x: torch.Tensor, q: int, refine_steps: int = 0,
+                 size: tuple | None = None) -> dict:
         """x: 1 x 3 x H x W in [0, 1], H and W multiples of STRIDE (see `pad`).
 
         Returns {"strings": [z, y_anchor, y_nonanchor], "z_shape": (h, w),
         "symbols_crc": CRC-32 of the quantised latents, "y16": the quantised latent}.
         Only the analysis (g_a, h_a) runs in float: what the decoder must reproduce is exact.
+        ``refine_steps`` > 0 codes `refined_latent` (for the picture of ``size`` inside the
+        padding) instead of the analysis's latent.
         """
+        if refine_steps > 0:
+            return self.compress_latent(self.refined_latent(x, q, refine_steps, size))
         pos = torch.tensor([self.q_to_pos(q)], device=x.device)
         g, _ = self.gains(pos)
         return self.compress_latent(self.g_a(x) * g)

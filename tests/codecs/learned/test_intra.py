@@ -231,3 +231,32 @@ def test_grey_in_grey_out(codec):
     assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
     colour_coded = codec.encode(_unit([Frame.rgb(img)], info))
     assert not colour_coded.records[0].payload[3] & FLAG_GREY
+
+
+def test_refine_steps_lowers_the_real_rd_cost_and_decoders_need_nothing_new():
+    """The encoder-side latent search (refine_steps) changes only what is coded: a plain
+    learned-intra decoder decodes it to the encoder's picture, and the real cost
+    lambda * 255^2 * MSE + bpp (payload bytes, decoded picture) goes down."""
+    from codecflow.codecs.learned.weights import default_path
+
+    if not default_path().is_file():
+        pytest.skip(f"no shipped weights at {default_path()} (train and export first)")
+    img = _image(128, 192, seed=5)
+    info = StreamInfo(width=192, height=128, pix_fmt="rgb24")
+    plain = create_codec("learned-intra", q=32)
+    lam = float(plain.model.pos_to_lambda(torch.tensor([plain.model.q_to_pos(32)])))
+    costs = {}
+    for steps in (0, 40):
+        payload, recon = create_codec("learned-intra", q=32, refine_steps=steps) \
+            .encode_picture_recon(Frame.rgb(img), info)
+        got = plain.decode_picture(payload, info).planes[0]
+        assert np.array_equal(got, recon.planes[0])
+        mse = np.mean((got.astype(np.float64) - img) ** 2)
+        costs[steps] = lam * mse + len(payload) * 8 / (128 * 192)
+    assert costs[40] < costs[0], costs
+
+
+def test_refine_steps_is_checked(rand_weights):
+    for bad in (-1, 1001, 2.5, "10", True):
+        with pytest.raises(CodecError, match="refine_steps"):
+            create_codec("learned-intra", q=10, weights=str(rand_weights), refine_steps=bad)
