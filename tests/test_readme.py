@@ -103,7 +103,7 @@ def test_readme_command(cmd, tmp_path):
         except SystemExit as e:
             pytest.fail(f"`{cmd}` does not parse (exit {e.code})")
         return
-    if argv[0] == "python" and argv[1].startswith("bench/"):
+    if argv[0] == "python" and argv[1].startswith(("bench/", "scripts/")):
         script = ROOT / argv[1]
         assert script.is_file(), f"{script} does not exist"
         p = subprocess.run([sys.executable, str(script), "--help"], cwd=ROOT,
