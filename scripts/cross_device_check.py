@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codecflow.data import Frame, Record, StreamInfo, Unit  # noqa: E402
+from codecflow.data import Record, StreamInfo, Unit  # noqa: E402
 
 CODECS = {"pair": "learned-stereo", "gop": "learned-video", "frame": "learned-intra"}
 
@@ -79,8 +79,8 @@ def make_cases(data: Path) -> list:
         cases.append({"kind": "frame", "name": p.stem, "pictures": [_crop(rgb, 512, 384)]})
     lefts = sorted((data / "stereo").rglob("*_L.png"))
     for p in lefts[:: max(1, len(lefts) // 3)][:3]:
-        pair = [cv2.imread(str(p).replace(s, t), cv2.IMREAD_COLOR)[..., ::-1]
-                for s, t in (("_L.png", "_L.png"), ("_L.png", "_R.png"))]
+        pair = [cv2.imread(str(p)[:-len(side)] + side, cv2.IMREAD_COLOR)[..., ::-1]
+                for side in ("_L.png", "_R.png")]
         cases.append({"kind": "pair", "name": p.name[:-6],
                       "pictures": [_crop(v, 480, 320) for v in pair]})
     clips = sorted((data / "video").glob("*_*x*_*.yuv"))
