@@ -5,20 +5,20 @@
 #   bash scripts/device_train.sh start   SECONDS [train options]  # install, launch, wait, snapshot
 #   bash scripts/device_train.sh wait    SECONDS                  # wait, snapshot
 #   bash scripts/device_train.sh finish                           # wait for the end, snapshot
-#   bash scripts/device_train.sh session SECONDS [train options]  # all in one command: train for
+#   bash scripts/device_train.sh run     SECONDS [train options]  # all in one command: train for
 #                                                                 # SECONDS, then snapshot
 #
 # The trainer runs detached (setsid) in $RUN (/tmp/intra_gpu), so it keeps training between
 # your commands. Each snapshot writes to $SNAPSHOT_DIR the checkpoint in 15 MiB parts and
-# logs.tgz (the training log and its log.jsonl / val.jsonl, plus what `session` adds); back
-# home: cat checkpoint.part.* > runs/intra_gpu/checkpoint.pt. `session` also runs the
+# logs.tgz (the training log and its log.jsonl / val.jsonl, plus what `run` adds); back
+# home: cat checkpoint.part.* > runs/intra_gpu/checkpoint.pt. `run` also runs the
 # cross-device decoding check beside the training when .xdev/cases.msgpack is there
 # (scripts/cross_device_check.py: it encodes those cases on this device and decodes them and
 # every .xdev/coded_*.msgpack made elsewhere), and falls back to --amp off when the trainer
 # dies in its first minute. DEVICE, PY, RUN and SNAPSHOT_DIR may be overridden (a CPU dry
 # run: DEVICE=cpu PY=.venv/bin/python).
 set -u
-phase=${1:?start, session, wait or finish}
+phase=${1:?start, run, wait or finish}
 RUN=${RUN:-/tmp/intra_gpu}
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python3}
@@ -65,7 +65,7 @@ start)
     $PY -c "import torch, compressai; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())" || exit 3
     running || launch "$@"
     sleep "$secs"; snapshot ;;
-session)
+run)
     secs=${2:?seconds of training}; shift 2
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null
     rm -rf $RUN.extra; mkdir -p $RUN.extra
