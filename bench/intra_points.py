@@ -34,24 +34,22 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from codecflow.codecs.metrics import psnr  # noqa: E402
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
 
 
 def coded_point(model, images: list, q: int, refine_steps: int = 0) -> dict:
     from codecflow.codecs.learned.intra import decode_rgb, encode_rgb
 
-    bpp, psnr = [], []
+    bpp, quality = [], []
     for im in images:
         payload, recon = encode_rgb(model, im, q, refine_steps)
         out = decode_rgb(model, payload)
         if not np.array_equal(out, recon):
             raise SystemExit("the decoder's picture differs from the encoder's reconstruction")
         bpp.append(len(payload) * 8 / (im.shape[0] * im.shape[1]))
-        psnr.append(_psnr(out, im))
-    return {"q": q, "bpp": float(np.mean(bpp)), "psnr_rgb": float(np.mean(psnr))}
+        quality.append(psnr(out, im))
+    return {"q": q, "bpp": float(np.mean(bpp)), "psnr_rgb": float(np.mean(quality))}
 
 
 def transform_cap(model, images: list, q: int) -> dict:
@@ -67,7 +65,7 @@ def transform_cap(model, images: list, q: int) -> dict:
             h, w = im.shape[:2]
             for latent, acc in ((y, unq), (torch.round(y), rnd)):
                 xr = model.g_s(latent * ig)[..., :h, :w].clamp(0, 1)
-                acc.append(_psnr((xr[0].permute(1, 2, 0).numpy() * 255).round(), im))
+                acc.append(psnr((xr[0].permute(1, 2, 0).numpy() * 255).round(), im))
     return {"q": q, "unquantised_psnr_rgb": float(np.mean(unq)),
             "rounded_psnr_rgb": float(np.mean(rnd))}
 

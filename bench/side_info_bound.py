@@ -30,14 +30,12 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from codecflow.codecs.metrics import psnr  # noqa: E402
+
 MAX_DISPARITY = 96
 WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 GRID = ((10.0, 0.5), (20.0, 0.5), (20.0, 1.0))
 
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
 
 
 def match(target: np.ndarray, side: np.ndarray, sign: int, k: int = 9) -> tuple:
@@ -127,7 +125,7 @@ def main(argv=None) -> int:
                 target, nbytes = dec(v, q)
                 side, side_bytes = dec(1 - v, side_q)
                 moved, cost = match(target, side, sign)
-                base = _psnr(target, views[v])
+                base = psnr(target, views[v])
                 row = {"pair": name, "view": "LR"[v], "q": q, "side_q": side_q,
                        "bpp": nbytes * 8 / target.shape[0] / target.shape[1],
                        "psnr_rgb": base,
@@ -135,7 +133,7 @@ def main(argv=None) -> int:
                 for tau, wmax in GRID:
                     w = wmax * np.exp(-cost / tau)[..., None]
                     row[f"fused_gain_db_tau{tau:g}_w{wmax:g}"] = (
-                        _psnr(blend(target, moved, w), views[v]) - base)
+                        psnr(blend(target, moved, w), views[v]) - base)
                 rows.append(row)
         print(f"{name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     keys = ["oracle_gain_db"] + [f"fused_gain_db_tau{t:g}_w{w:g}" for t, w in GRID]

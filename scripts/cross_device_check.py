@@ -61,12 +61,11 @@ def _crop(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def _synthetic(w: int, h: int, seed: int, shift: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    xx = xx + shift
-    img = np.stack([np.sin(xx / (7 + 3 * c) + yy / 11) * 80 + 128 + c * 10 for c in range(3)], -1)
-    img += rng.normal(0, 6, (1, 1, 3)).astype(np.float32)
-    return np.clip(img, 0, 255).astype(np.uint8)
+    """A w x h crop, ``shift`` pixels from the left, of one of the training module's
+    synthetic pictures (the pictures of a pair or a GOP: the same seed, other shifts)."""
+    from codecflow.training.datasets import synthetic_images
+
+    return np.ascontiguousarray(synthetic_images(1, max(w + 16, h), seed)[0][:h, shift:shift + w])
 
 
 def make_cases(data: Path) -> list:

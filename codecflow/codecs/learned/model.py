@@ -147,9 +147,10 @@ class IntraModel(CompressionModel):
                        lr: float = REFINE_LR) -> torch.Tensor:
         """Encoder-side search for a better latent than g_a's: ``steps`` Adam steps on the
         gained latent itself, minimising the training loss (lambda(q) * 255^2 * MSE + bpp
-        estimated by the entropy models) with the weights fixed. The decoder is unchanged:
-        it decodes whatever latent was coded. x as for `compress`; ``size`` (h, w): the
-        picture inside the padding, the only part whose distortion counts."""
+        estimated by the entropy models) with the weights fixed; 0 steps: the analysis's
+        latent. The decoder is unchanged: it decodes whatever latent was coded. x as for
+        `compress`; ``size`` (h, w): the picture inside the padding, the only part whose
+        distortion counts."""
         h, w = size or x.shape[2:]
         pos = torch.tensor([self.q_to_pos(q)], device=x.device)
         lam = self.pos_to_lambda(pos)
@@ -204,14 +205,10 @@ class IntraModel(CompressionModel):
         Returns {"strings": [z, y_anchor, y_nonanchor], "z_shape": (h, w),
         "symbols_crc": CRC-32 of the quantised latents, "y16": the quantised latent}.
         Only the analysis (g_a, h_a) runs in float: what the decoder must reproduce is exact.
-        ``refine_steps`` > 0 codes `refined_latent` (for the picture of ``size`` inside the
-        padding) instead of the analysis's latent.
+        ``refine_steps`` > 0 codes a searched latent (`refined_latent`, for the picture of
+        ``size`` inside the padding) instead of the analysis's.
         """
-        if refine_steps > 0:
-            return self.compress_latent(self.refined_latent(x, q, refine_steps, size))
-        pos = torch.tensor([self.q_to_pos(q)], device=x.device)
-        g, _ = self.gains(pos)
-        return self.compress_latent(self.g_a(x) * g)
+        return self.compress_latent(self.refined_latent(x, q, refine_steps, size))
 
     @torch.no_grad()
     def compress_latent(self, y: torch.Tensor) -> dict:
