@@ -42,9 +42,11 @@ from codecflow.eval.plot import plot_rd  # noqa: E402
 from rd_common import KEEP_HELP, bd_rows, keep_points, kept_line, q_lists, run  # noqa: E402
 
 DEFAULT_Q = {"learned-stereo": "0,21,42,63", "learned-intra": "0,21,42,63",
+             "learned-stereo-si": "0,21,42,63",
              "jpeg": "4,8,16,24,32,40,48,56", "x265": "0,3,6,9,12,18,24,30"}
-SPEED_CODECS = ("learned-stereo", "learned-stereo (fast)", "learned-intra")
-PAIR_CODECS = ("learned-stereo", "learned-intra", "jpeg", "webp", "x265-intra")
+SPEED_CODECS = ("learned-stereo", "learned-stereo (fast)", "learned-stereo-si", "learned-intra")
+PAIR_CODECS = ("learned-stereo", "learned-stereo-si", "learned-intra", "jpeg", "webp",
+               "x265-intra")
 
 
 def view_bytes(cfl: Path) -> list:

@@ -106,7 +106,7 @@ def cmd_decode(args) -> int:
         torch.set_num_threads(args.threads)
     max_layer = 0 if args.base_only else args.max_layer
     results = decode_paths(args.input, args.output, args.reference, args.device, args.format,
-                           strict=args.strict, max_layer=max_layer)
+                           strict=args.strict, max_layer=max_layer, side_info=args.side_info)
     failed = False
     for r in results:
         line = (f"{r['file']}: {r['codec']} q={r['q']} {r['frames']} frames, {r['bytes']} bytes, "
@@ -115,6 +115,15 @@ def cmd_decode(args) -> int:
             line += (f", PSNR-Y {r['psnr_y']:.3f} dB, PSNR-YUV {r['psnr_yuv']:.3f} dB, "
                      f"PSNR-RGB {r['psnr_rgb']:.3f} dB")
         print(line)
+        if "side_info" in r:
+            si = r["side_info"]
+            counts = ", ".join(f"{n} {status}" for status, n in sorted(si["pictures"].items()))
+            print(f"  side information {si['file']}: {counts or 'no pictures'}")
+            if set(si["pictures"]) - {"refined"}:
+                print(f"  warning: {sum(n for s, n in si['pictures'].items() if s != 'refined')}"
+                      f" picture(s) decoded without side information"
+                      + (f" ({si['side_stream_error']})" if si["side_stream_error"] else ""),
+                      file=sys.stderr)
         if r["rounding_mismatches"]:
             print(f"  warning: {r['rounding_mismatches']} picture(s) differ from the encoder's "
                   f"by rounding only (symbols verified); see the log above", file=sys.stderr)
@@ -167,6 +176,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=0,
                    help="learned codecs: CPU threads (0 = library default); any count decodes "
                         "to the same pictures")
+    d.add_argument("--side-info", metavar="OTHER.cfl",
+                   help="learned-stereo-si / learned-intra mono stream: refine each picture "
+                        "with the other camera's stream (same frame indexes)")
     d.add_argument("--strict", action="store_true",
                    help="exit non-zero when a file is incomplete (cut short or corrupt), and "
                         "refuse a picture whose reconstruction CRC differs even when its "
@@ -200,6 +212,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         train_stereo.add_arguments(ts)
         ts.set_defaults(func=cmd_train, train_run=train_stereo.run)
+    tsi = tsub.add_parser("stereo-si", help="learned-stereo-si's side-information refiner "
+                                            "(cached decoded pictures)")
+    if command == "train":
+        from codecflow.training import side_info as train_side_info  # noqa: PLC0415
+
+        train_side_info.add_arguments(tsi)
+        tsi.set_defaults(func=cmd_train, train_run=train_side_info.run)
     tv = tsub.add_parser("video", help="learned-video's P-frame coder (cached latents)")
     if command == "train":
         from codecflow.training import video as train_video  # noqa: PLC0415

@@ -24,6 +24,7 @@ CODEC_MODULES = (
     "codecflow.codecs.classical.opencv_codecs",
     "codecflow.codecs.learned.intra",
     "codecflow.codecs.learned.stereo",
+    "codecflow.codecs.learned.stereo_si",
     "codecflow.codecs.learned.video",
     "codecflow.codecs.learned.zoo",
 )

@@ -170,6 +170,8 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
             metrics = unit_metrics(unit, coded) if cfg.stats.psnr else []
             extra = {"codec": codec_header, "metrics": metrics, "encode_s": t_enc,
                      "worker": wid, "t_read": h.get("t_read", 0.0), "frames_n": len(unit.frames)}
+            if "side_info" in coded.meta:  # learned-stereo-si: how each view was refined
+                extra["side_info"] = coded.meta["side_info"]
             to_sink.send_multipart(protocol.coded_to_msg(coded, extra, with_recon), copy=False)
             dealer.send_multipart(protocol.control("ready", worker=wid, credit=1))
     except Exception as e:  # noqa: BLE001 - report, then exit non-zero

@@ -208,6 +208,14 @@ class Sink:
                 view_bytes[rec.view] += record_size(rec)
         st.add_unit(n_frames, nbytes, h.get("metrics") or [], h.get("encode_s", 0.0), latency,
                     view_bytes)
+        for status in h.get("side_info") or []:
+            if status not in st.side_info:
+                if status != "refined":
+                    log.warning("stream %s unit %s: a view decodes without side information "
+                                "(%s); later units like it are counted in the summary", name,
+                                coded.index, status)
+                st.side_info[status] = 0
+            st.side_info[status] += 1
         if self.jsonl:
             row = {"stream": name, "seq": coded.seq, "unit": coded.index,
                    "first_frame": coded.first_frame, "frames": n_frames, "bytes": nbytes,

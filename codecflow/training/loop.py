@@ -219,13 +219,14 @@ def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dic
             aux_opt.zero_grad(set_to_none=True)
             if finite:
                 losses["loss"].backward()
-            aux_loss = model.aux_loss()
-            aux_loss.backward()
+            aux_loss = model.aux_loss() if hasattr(model, "aux_loss") else None
+            if aux_loss is not None:  # models without an entropy bottleneck have none
+                aux_loss.backward()
             stats = [losses[k].item() if finite else 0.0 for k in ("loss", "bpp", "mse")]
             if time_limit and time.time() - t_call >= float(time_limit):
                 stopper.flag = True
-            sums = group.average(all_params, stats + [aux_loss.item(), float(stopper.flag),
-                                                      float(not finite)])
+            aux = 0.0 if aux_loss is None else aux_loss.item()
+            sums = group.average(all_params, stats + [aux, float(stopper.flag), float(not finite)])
             stop_now = sums[4] > 0
             if sums[5] > 0:
                 bad += 1

@@ -63,3 +63,22 @@ class Task:
 
     def describe(self, rows: list) -> str:
         return str(rows)
+
+
+class NoAuxOptimizer:
+    """The auxiliary optimizer of a model without auxiliary parameters (no entropy
+    bottleneck): does nothing, saves nothing."""
+
+    param_groups: list = []
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

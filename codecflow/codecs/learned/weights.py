@@ -24,7 +24,8 @@ from codecflow.errors import CodecError
 
 MANIFEST = "manifest.json"
 DEFAULT_FILES = {"learned-intra": "learned_intra.pt", "learned-stereo": "learned_stereo.pt",
-                 "learned-video": "learned_video.pt"}
+                 "learned-video": "learned_video.pt",
+                 "learned-stereo-si": "learned_stereo_si.pt"}
 TRAIN_HINT = ("train one with `python -m codecflow.training.image --run-dir runs/intra` "
               "(or `codecflow train image`) and export it with "
               "`python -m codecflow.training.image --run-dir runs/intra --export "
@@ -121,6 +122,7 @@ def load_state(path: str | Path) -> dict:
 MODEL_BUILDERS = {
     "IntraModel": "codecflow.codecs.learned.model:build_model",
     "ConditionalLatentCoder": "codecflow.codecs.learned.conditional:build_coder",
+    "SideInfoRefiner": "codecflow.codecs.learned.side_info:build_refiner",
 }
 
 
@@ -162,7 +164,7 @@ def load_model(path: str | Path, device: str = "cpu", codec: str = "learned-intr
             model.load_tables(tables)
         except (KeyError, ValueError, AttributeError) as e:
             raise CodecError(f"weights file {path} has unusable coding tables: {e}") from e
-    else:  # older files: tables rebuilt here (float math; see docs/bitstream.md)
+    elif hasattr(model, "build_tables"):  # older files: tables rebuilt here (float math)
         model.build_tables()
     return model.to(torch.device(device)), sha
 

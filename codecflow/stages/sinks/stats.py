@@ -56,6 +56,7 @@ class StreamStats:
         self.complete = False
         self.reason: str | None = None  # why the stream is not complete
         self.view_bytes = [0] * int(info.get("views", 1))  # record bytes per view
+        self.side_info: dict = {}  # learned-stereo-si: status -> views ("refined", ...)
 
     @property
     def pixels_per_frame(self) -> int:
@@ -96,6 +97,8 @@ class StreamStats:
             d["per_view"] = self._per_view()
         if self.meta.get("path"):
             d["source"] = self.meta["path"]
+        if self.side_info:
+            d["side_info"] = dict(self.side_info)
         return d
 
 
