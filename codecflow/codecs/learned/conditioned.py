@@ -122,14 +122,7 @@ def load_conditional_coder(path, intra_sha: str, codec: str = "learned-stereo",
     intra weights it was trained on top of."""
     from codecflow.codecs.learned import weights as W
 
-    coder, sha = W.load_model(path, device, codec)
-    base = (coder.base or {}).get("sha256")
-    if base and base != intra_sha:
-        raise CodecError(f"{codec}: weights file {path} was trained on learned-intra "
-                         f"weights {base[:12]}, but the intra weights loaded are "
-                         f"{intra_sha[:12]}; pass the matching intra_weights or retrain "
-                         f"(docs/training.md)")
-    return coder, sha
+    return W.load_on_intra(path, intra_sha, codec, device)
 
 
 __all__ = ["analyse", "code_latent", "decode_latent", "condition_latent",

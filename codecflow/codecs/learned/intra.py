@@ -134,6 +134,14 @@ def decode_rgb_latent(model, payload: bytes, where: str = "") -> tuple:
     return _to_rgb(picture, h, w, bool(flags & FLAG_GREY)), y16
 
 
+def check_refine_steps(value, codec: str) -> int:
+    """The encoder's latent-search steps (`IntraModel.refined_latent`), checked."""
+    if not is_int(value) or not 0 <= value <= MAX_REFINE_STEPS:
+        raise CodecError(f"{codec}: refine_steps must be an integer 0..{MAX_REFINE_STEPS}, "
+                         f"got {value!r}")
+    return int(value)
+
+
 def resolve_device(device: str) -> str:
     import torch
 
@@ -164,10 +172,7 @@ class LearnedIntra(PictureCodec):
         if params:
             raise CodecError(f"learned-intra: unknown parameter(s) {sorted(params)}; "
                              f"known: weights, device, refine_steps")
-        if not is_int(refine_steps) or not 0 <= refine_steps <= MAX_REFINE_STEPS:
-            raise CodecError(f"learned-intra: refine_steps must be an integer 0.."
-                             f"{MAX_REFINE_STEPS}, got {refine_steps!r}")
-        self.refine_steps = int(refine_steps)
+        self.refine_steps = check_refine_steps(refine_steps, "learned-intra")
         from codecflow.codecs.learned import weights as W
 
         self.weights_path = str(weights) if weights else str(W.default_path("learned-intra"))

@@ -23,9 +23,9 @@ import numpy as np
 from codecflow.codecs import colour
 from codecflow.codecs.base import Codec
 from codecflow.codecs.learned.intra import (
-    MAX_REFINE_STEPS, decode_rgb, encode_rgb, resolve_device, unpack_payload)
+    check_refine_steps, decode_rgb, encode_rgb, resolve_device, unpack_payload)
 from codecflow.codecs.registry import CodecSpec, register
-from codecflow.data import FLAG_INTRA, FLAG_VIEW_RIGHT, CodedUnit, Record, StreamInfo, Unit, is_int
+from codecflow.data import FLAG_INTRA, FLAG_VIEW_RIGHT, CodedUnit, Record, StreamInfo, Unit
 from codecflow.errors import CodecError
 
 VIEWS = ("left", "right")
@@ -41,13 +41,7 @@ class SideInfoDecoder:
         from codecflow.codecs.learned.side_info import ExactRefiner
 
         path = weights or W.default_path("learned-stereo-si")
-        model, self.sha = W.load_model(path, device, "learned-stereo-si")
-        base = (model.base or {}).get("sha256")
-        if base and base != intra_sha:
-            raise CodecError(f"learned-stereo-si: weights file {path} was trained on "
-                             f"learned-intra weights {base[:12]}, but the intra weights are "
-                             f"{intra_sha[:12]}; pass the matching intra_weights or retrain "
-                             f"(docs/training.md)")
+        model, self.sha = W.load_on_intra(path, intra_sha, "learned-stereo-si", device)
         self.exact = ExactRefiner(model)
 
     def refine(self, view: np.ndarray, other: np.ndarray | None, q: int, which: str) -> tuple:
@@ -70,12 +64,9 @@ class LearnedStereoSI(Codec):
         if params:
             raise CodecError(f"learned-stereo-si: unknown parameter(s) {sorted(params)}; "
                              f"known: weights, intra_weights, refine_steps, device")
-        if not is_int(refine_steps) or not 0 <= refine_steps <= MAX_REFINE_STEPS:
-            raise CodecError(f"learned-stereo-si: refine_steps must be an integer 0.."
-                             f"{MAX_REFINE_STEPS}, got {refine_steps!r}")
+        self.refine_steps = check_refine_steps(refine_steps, "learned-stereo-si")
         from codecflow.codecs.learned import weights as W
 
-        self.refine_steps = int(refine_steps)
         self.device = resolve_device(device)
         self.intra, intra_sha = W.load_intra_model(
             intra_weights or W.default_path("learned-intra"), self.device)

@@ -175,6 +175,19 @@ def load_intra_model(path: str | Path | None = None, device: str = "cpu", verify
                       "learned-intra", verify_hash)
 
 
+def load_on_intra(path: str | Path, intra_sha: str, codec: str, device: str = "cpu"):
+    """A model trained on top of learned-intra (a conditional coder, the side-information
+    refiner): loaded as `load_model`, then checked against the intra weights in use (its
+    architecture's ``base``). -> (model, sha256 of the file)."""
+    model, sha = load_model(path, device, codec)
+    base = (getattr(model, "base", None) or {}).get("sha256")
+    if base and base != intra_sha:
+        raise CodecError(f"{codec}: weights file {path} was trained on learned-intra weights "
+                         f"{base[:12]}, but the intra weights loaded are {intra_sha[:12]}; pass "
+                         f"the matching intra_weights or retrain (docs/training.md)")
+    return model, sha
+
+
 def nn_load(model, state: dict) -> tuple:
     """Plain nn.Module loading (CompressAI's override insists on CDF buffers, which live in the
     file's tables instead) -> (missing keys, unexpected keys), CDF buffers not counted."""
