@@ -289,3 +289,19 @@ def test_pipeline_pairs_refined_summary_equals_decode(tmp_path):
     assert abs(row["psnr_rgb"] - st["psnr_rgb"]) < 1e-9
     assert row["side_info"]["pictures"] == {"refined": 2}
     assert "side information the other view: 2 refined" in p.stdout
+
+
+def test_refined_picture_is_the_same_with_any_thread_count(weights):
+    codec = _codec(weights)
+    view = synth_rgb(150, 90, seed=6)
+    other = np.roll(view, -9, axis=1)  # left(x) = right(x - 9)
+    old = torch.get_num_threads()
+    try:
+        outs = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            outs.append(codec.side.refine(view, other, 12, "left"))
+    finally:
+        torch.set_num_threads(old)
+    assert all(s == "refined" for _, s in outs)
+    assert all(np.array_equal(outs[0][0], o) for o, _ in outs[1:])
