@@ -5,9 +5,9 @@
     class LearnedIntra(PictureCodec): ...
 
 Config validation, the encode stage, `codecflow decode` and eval read only the spec; none of
-them tests a codec's name. Codec modules are imported lazily, the first time a spec is asked
-for; they must not import torch at module level (only encode and decode stages import torch,
-when they create a learned codec).
+them tests a codec's name. A codec's module is imported the first time its spec is asked for
+(all of them only to list every codec); codec modules must not import torch at module level
+(only encode and decode stages import torch, when they create a learned codec).
 """
 
 from __future__ import annotations
@@ -18,16 +18,21 @@ from dataclasses import dataclass, field
 from codecflow.data import UNIT_KINDS
 from codecflow.errors import CodecError
 
-# Modules holding codec classes; each registers its own specs when imported.
-CODEC_MODULES = (
-    "codecflow.codecs.classical.pyav_codecs",
-    "codecflow.codecs.classical.opencv_codecs",
-    "codecflow.codecs.learned.intra",
-    "codecflow.codecs.learned.stereo",
-    "codecflow.codecs.learned.stereo_si",
-    "codecflow.codecs.learned.video",
-    "codecflow.codecs.learned.zoo",
-)
+# The module that registers each codec (a name, or a prefix ending in ":"); a module registers
+# its own specs when imported. Asking for one codec imports only its module, so a learned codec
+# needs no PyAV and a classical one no torch (tests check this table against the specs).
+CODEC_MODULES = {
+    "x264": "codecflow.codecs.classical.pyav_codecs",
+    "x265": "codecflow.codecs.classical.pyav_codecs",
+    "x265-intra": "codecflow.codecs.classical.pyav_codecs",
+    "jpeg": "codecflow.codecs.classical.opencv_codecs",
+    "webp": "codecflow.codecs.classical.opencv_codecs",
+    "learned-intra": "codecflow.codecs.learned.intra",
+    "learned-stereo": "codecflow.codecs.learned.stereo",
+    "learned-stereo-si": "codecflow.codecs.learned.stereo_si",
+    "learned-video": "codecflow.codecs.learned.video",
+    "compressai:": "codecflow.codecs.learned.zoo",
+}
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,16 @@ def register(spec: CodecSpec):
     return deco
 
 
-def _load() -> None:
+def _load(name: str | None = None) -> None:
+    """Import the module of codec ``name`` (a known name or prefix), or every codec module."""
     global _loaded
+    if name is not None:
+        for key, module in CODEC_MODULES.items():
+            if name == key or (key.endswith(":") and name.startswith(key)):
+                importlib.import_module(module)
+                return
     if not _loaded:
-        for module in CODEC_MODULES:
+        for module in dict.fromkeys(CODEC_MODULES.values()):
             importlib.import_module(module)
         _loaded = True
 
@@ -89,7 +100,7 @@ def codec_names() -> list[str]:
 
 def spec(name: str) -> CodecSpec:
     """The spec of codec ``name``; CodecError naming the known codecs otherwise."""
-    _load()
+    _load(name)
     if name in _SPECS and not _SPECS[name].variants:
         return _SPECS[name]
     for prefix, s in _SPECS.items():

@@ -40,3 +40,31 @@ def test_reading_specs_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
+
+
+def test_every_codec_is_in_the_module_table():
+    from codecflow.codecs import registry
+
+    registry.codec_names()  # imports every module
+    for name, s in registry._SPECS.items():
+        assert name in registry.CODEC_MODULES, name
+        assert s.cls.__module__ == registry.CODEC_MODULES[name], name
+
+
+def test_a_learned_codec_needs_no_pyav():
+    """Asking for one codec imports only its module: learned codecs run where PyAV is not
+    installed (a GPU machine with torch only)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = ("import sys; sys.modules['av'] = None\n"
+            "from codecflow.codecs.registry import create_codec, spec\n"
+            "assert spec('learned-stereo-si').views == (2, 1)\n"
+            "create_codec('learned-intra', q=10)\n"
+            "assert 'codecflow.codecs.classical.pyav_codecs' not in sys.modules\n"
+            "print('ok')")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0 and "ok" in p.stdout, p.stderr
