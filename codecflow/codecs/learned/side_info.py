@@ -5,13 +5,13 @@ coded alone (a learned-intra payload); the decoder that holds both moves the oth
 this one and a small network fuses them:
 
 1. Alignment: the other view is given the mean and spread of this one per channel
-   (`photometric_match`), then (`match_rows`): for every pixel, the horizontal shift d in 0..MAX_DISPARITY at
-   which the other decoded view matches best: least sum of absolute grey-level differences
-   over a WINDOW x WINDOW window. Integer sums (exact in float32 below 2^24),
+   (`photometric_match`); then (`match_rows`) every pixel takes the horizontal shift d in
+   0..MAX_DISPARITY at which the other view matches best: least sum of absolute grey-level
+   differences over a WINDOW x WINDOW window. Integer sums (exact in float32 below 2^24),
    strict comparisons in a fixed order: the same field on every machine.
 2. Gate (`related`): the other view is used only when it shows the same scene: at least
-   MIN_MATCHED of the pixels must find a match within MATCH_LEVELS grey levels per channel on
-   average. Otherwise the view is decoded plainly (an unrelated picture never costs quality).
+   MIN_MATCHED of the pixels must find a match within MATCH_LEVELS grey levels on average over
+   the window. Otherwise the view is decoded plainly (an unrelated picture costs nothing).
 3. Fusion (`SideInfoRefiner`): [view, moved other view, matching cost, q] at full resolution,
    folded 2 x 2 into channels, a few 3 x 3 convolutions with leaky ReLUs, unfolded into a
    correction added to the view. At decoding the network runs on integers (`exact.py`), so the
@@ -26,7 +26,7 @@ from codecflow.errors import CodecError
 
 MAX_DISPARITY = 128
 WINDOW = 9
-MATCH_LEVELS = 6          # mean absolute difference per channel that counts as a match
+MATCH_LEVELS = 6          # mean absolute grey-level difference that counts as a match
 MIN_MATCHED = 0.2         # share of pixels that must match for the other view to be used
 COST_SCALE = 1024         # the network sees cost / 1024 (window sums are below 2^15)
 PIXEL_SCALE = 256         # ... and pixels / 256
@@ -148,7 +148,7 @@ def input_planes(view, moved, cost, q):
 
 class ExactRefiner:
     """The refiner on integers (`exact.ExactSequential`): inputs in units of 2^-F_IN (pixels
-    x 16, costs as they are, q x 64: exact), the correction rounded to whole levels."""
+    x 16, costs x 4, q x 64: exact), the correction rounded to whole levels."""
 
     def __init__(self, refiner):
         import copy
