@@ -118,7 +118,7 @@ def cmd_decode(args) -> int:
         if "side_info" in r:
             si = r["side_info"]
             counts = ", ".join(f"{n} {status}" for status, n in sorted(si["pictures"].items()))
-            print(f"  side information {si['file']}: {counts or 'no pictures'}")
+            print(f"  side information from {si['file']}: {counts or 'no pictures'}")
             if set(si["pictures"]) - {"refined"}:
                 print(f"  warning: {sum(n for s, n in si['pictures'].items() if s != 'refined')}"
                       f" picture(s) decoded without side information"

@@ -294,7 +294,7 @@ def test_pipeline_pairs_refined_summary_equals_decode(tmp_path):
     row = json.loads(js.read_text())[0]
     assert abs(row["psnr_rgb"] - st["psnr_rgb"]) < 1e-9
     assert row["side_info"]["pictures"] == {"refined": 2}
-    assert "side information the other view: 2 refined" in p.stdout
+    assert "side information from the other view: 2 refined" in p.stdout
 
 
 def test_refined_picture_is_the_same_with_any_thread_count(weights):
