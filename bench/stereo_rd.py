@@ -15,11 +15,13 @@ learned-stereo never trained on). For each codec and q:
   codec instance).
 
 Points are means over the pairs. BD-rate (PSNR-RGB) of every codec against learned-intra (the
-bar), x265 and jpeg. Speed: pairs/s at 640x480 (a crop of a held-out pair), codec work only,
-one thread, learned-stereo next to learned-intra coding both views.
+bar), x265 and jpeg. Speed: pairs/s at 640x480 (the central crop of the largest held-out pair
+that learned-stereo-si refines), codec work only, one thread, learned-stereo and
+learned-stereo-si next to learned-intra coding both views.
 
 Prints tables, writes bench/results/stereo_rd.{json,md,png}.
     python bench/stereo_rd.py [--codec learned-stereo,learned-intra,x265,jpeg] [--q CODEC=Q,..]
+                              [--keep] [--speed-only]
 """
 
 from __future__ import annotations
@@ -103,20 +105,30 @@ def speed(pairs: list, threads: int, reps: int = 3) -> dict:
     from codecflow.training.stereo_data import read_rgb
 
     torch.set_num_threads(threads)
-    name, lp, rp = max(pairs, key=lambda p: Path(p[1]).stat().st_size)
-    left, right = read_rgb(lp), read_rgb(rp)
-    h, w = left.shape[:2]
-    if h < 480 or w < 640:
-        raise SystemExit(f"speed pair {name} is smaller than 640x480")
-    y0, x0 = (h - 480) // 2, (w - 640) // 2
-    crop = [np.ascontiguousarray(v[y0:y0 + 480, x0:x0 + 640]) for v in (left, right)]
     info = StreamInfo(640, 480, pix_fmt="rgb24", views=2, unit_kind="pair")
-    unit = Unit("pair", 0, name, [Frame.rgb(v) for v in crop], info)
+    si = create_codec("learned-stereo-si", q=32)
+    unit = None
+    # the largest held-out pair whose central 640x480 crop learned-stereo-si refines (the
+    # speed of its whole decoder, not of its fallback to plain pictures)
+    for name, lp, rp in sorted(pairs, key=lambda p: -Path(p[1]).stat().st_size):
+        left, right = read_rgb(lp), read_rgb(rp)
+        h, w = left.shape[:2]
+        if h < 480 or w < 640:
+            continue
+        y0, x0 = (h - 480) // 2, (w - 640) // 2
+        crop = [np.ascontiguousarray(v[y0:y0 + 480, x0:x0 + 640]) for v in (left, right)]
+        unit = Unit("pair", 0, name, [Frame.rgb(v) for v in crop], info)
+        if si.encode(unit).meta["side_info"] == ["refined", "refined"]:
+            break
+    if unit is None:
+        raise SystemExit("no held-out pair of at least 640x480 for the speed measurement")
     out = {}
     for codec in SPEED_CODECS:
         name_, _, mode = codec.partition(" ")
         c = create_codec(name_, q=32, **({"fast": True} if mode == "(fast)" else {}))
-        c.encode(unit)  # warm-up
+        warm = c.encode(unit)  # warm-up
+        if "side_info" in warm.meta:
+            out["side_info"] = warm.meta["side_info"]
         t_enc, t_dec = [], []
         for _ in range(reps):
             t0 = time.perf_counter()
@@ -141,6 +153,8 @@ def main() -> int:
     ap.add_argument("--stereo", default=str(ROOT.parent / "shared/data/stereo"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="keep every codec's points from OUT.json, measure the speed again")
     ap.add_argument("--out", default=str(ROOT / "bench/results/stereo_rd"))
     ap.add_argument("--keep", action="store_true", help=KEEP_HELP)
     args = ap.parse_args()
@@ -157,7 +171,7 @@ def main() -> int:
     print(f"{len(val)} held-out pairs: {', '.join(v[0] for v in val)}", flush=True)
     qs = q_lists(DEFAULT_Q, args.q)
     results = {}
-    for c in [c for c in args.codec.split(",") if c]:
+    for c in [c for c in args.codec.split(",") if c and not args.speed_only]:
         pts = []
         for q in (int(v) for v in qs[c].split(",")):
             fn = pipeline_point if c in PAIR_CODECS else sweep_point
@@ -168,7 +182,8 @@ def main() -> int:
                   flush=True)
             pts.append(p)
         results[c] = pts
-    kept = keep_points(args.out, results, {"pairs": [v[0] for v in val]}) if args.keep else []
+    kept = (keep_points(args.out, results, {"pairs": [v[0] for v in val]})
+            if args.keep or args.speed_only else [])
     curves = {c: ([p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts])
               for c, pts in results.items()}
     table = {}
@@ -189,6 +204,7 @@ def main() -> int:
     sp_lines = []
     if sp:
         sp_lines = [f"## Speed, 640x480 pair ({sp['pair']} crop), CPU, {sp['threads']} thread", "",
+                    f"learned-stereo-si on it: {', '.join(sp.get('side_info', []))}.", "",
                     "| codec | encode pairs/s | decode pairs/s |", "|---|---|---|"]
         sp_lines += [f"| {c} | {sp[c]['encode_pairs_per_s']:.3f} | "
                      f"{sp[c]['decode_pairs_per_s']:.3f} |"
