@@ -200,11 +200,21 @@ class Supervisor:
             self.start_worker(i)
         return self._monitor()
 
+    @staticmethod
+    def _stop_source_now(source) -> float:
+        """Two SIGTERMs: the source stops at once instead of draining (the second one may
+        merge into the first on a busy machine: `_monitor` then kills it). -> the time."""
+        source.signal(signal.SIGTERM)
+        time.sleep(0.05)
+        source.signal(signal.SIGTERM)
+        return time.monotonic()
+
     def _monitor(self) -> int:
         cfg = self.cfg
         source, sink = self.stages["source"], self.stages["sink"]
         finish_deadline = None
         sink_failed = False
+        hard_stop = None  # when the source was told to stop without draining
         while True:
             time.sleep(0.1)
             self._pump()
@@ -218,9 +228,7 @@ class Supervisor:
                 if st.returncode in (2, 3):  # its codec/config failed: restarting cannot help
                     self.failed.append(f"{name} ({st.describe_exit()})")
                     log.error("%s failed (%s); stopping the pipeline", name, st.describe_exit())
-                    source.signal(signal.SIGTERM)
-                    time.sleep(0.05)  # (two signals sent at once may merge into one)
-                    source.signal(signal.SIGTERM)  # second signal: do not wait for a drain
+                    hard_stop = hard_stop or self._stop_source_now(source)
                     continue
                 if self.restarts < cfg.max_restarts:
                     self.restarts += 1
@@ -232,18 +240,19 @@ class Supervisor:
                     self.failed.append(f"{name} ({st.describe_exit()})")
                     alive = [s for n, s in self.stages.items()
                              if n.startswith("encode-") and s.poll() is None]
-                    if not alive:
+                    if not alive:  # nothing can code the units a drain would wait for
                         log.error("no encode worker left; stopping the pipeline")
-                        source.signal(signal.SIGTERM)
+                        hard_stop = hard_stop or self._stop_source_now(source)
             if sink.poll() not in (None, 0) and source.poll() is None and not sink_failed:
-                sink_failed = time.monotonic()  # said once
+                sink_failed = True  # said once
                 log.error("stage sink failed (%s); stopping", sink.describe_exit())
-                source.signal(signal.SIGTERM)
-                time.sleep(0.05)
-                source.signal(signal.SIGTERM)  # nothing can be written: do not drain
-            if sink_failed and source.poll() is None and time.monotonic() - sink_failed > 10:
-                # the two signals merged into one (a busy machine): nothing is left to save
+                hard_stop = hard_stop or self._stop_source_now(source)  # nothing can be written
+            if hard_stop and source.poll() is None and time.monotonic() - hard_stop > 10:
+                # the two signals merged into one (a busy machine) and the source drains,
+                # waiting for units nobody will code or write: nothing is left to save
+                log.error("stage source did not stop; killing it")
                 source.signal(signal.SIGKILL)
+                hard_stop = time.monotonic()
             if sink.poll() == 0 and source.poll() is None and finish_deadline is None:
                 finish_deadline = time.monotonic() + 30.0  # source is closing its sockets
             if source.poll() is not None and sink.poll() is not None:
