@@ -206,12 +206,10 @@ def refine(exact_refiner, view: np.ndarray, other: np.ndarray | None, q: int,
     if not related(cost):
         return view, "side information unrelated"
     out = exact_refiner(view, moved, cost, q)
-    if _grey(view):
+    from codecflow.codecs.learned.intra import is_grey
+
+    if is_grey(view):
         mean = (out.astype(np.uint16).sum(axis=2) + 1) // 3
         out = np.repeat(mean.astype(np.uint8)[..., None], 3, axis=2)
     return out, "refined"
 
-
-def _grey(rgb: np.ndarray) -> bool:
-    return bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and
-                np.array_equal(rgb[..., 1], rgb[..., 2]))
