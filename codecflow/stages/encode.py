@@ -61,13 +61,16 @@ def unit_metrics(unit, coded) -> list:
 
 
 class Heartbeat(threading.Thread):
-    """Sends heartbeats on its own socket so a long encode does not look like a dead worker."""
+    """Sends heartbeats on its own socket so a long encode does not look like a dead worker.
+    ``idle`` (set by the main loop): the worker holds no unit and none was waiting at its last
+    look, so a unit the dispatcher sent it long ago was lost on the way."""
 
     def __init__(self, ctx, endpoint: str, wid: str, interval: float, security):
         super().__init__(daemon=True)
         self.ctx, self.endpoint, self.wid, self.interval = ctx, endpoint, wid, interval
         self.security = security
         self.halt = threading.Event()
+        self.idle = False
 
     def run(self):
         s = transport.make_socket(self.ctx, zmq.DEALER, 100, f"{self.wid}-hb".encode())
@@ -75,7 +78,7 @@ class Heartbeat(threading.Thread):
         self.security.client(s)
         s.connect(self.endpoint)
         while not self.halt.wait(self.interval):
-            s.send_multipart(protocol.control("heartbeat", worker=self.wid))
+            s.send_multipart(protocol.control("heartbeat", worker=self.wid, idle=self.idle))
         s.close()
 
 
@@ -135,11 +138,13 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     try:
         while not stop.is_set():
             if not dealer.poll(200):
+                hb.idle = True
                 if watch.gone():
                     log.warning("worker %s: the dispatcher has been gone for more than %.1f s; "
                                 "stopping", wid, cfg.heartbeat.timeout)
                     break
                 continue
+            hb.idle = False
             parts = dealer.recv_multipart(copy=False)
             h = None
             try:
@@ -173,7 +178,7 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
             if "side_info" in coded.meta:  # learned-stereo-si: how each view was refined
                 extra["side_info"] = coded.meta["side_info"]
             to_sink.send_multipart(protocol.coded_to_msg(coded, extra, with_recon), copy=False)
-            dealer.send_multipart(protocol.control("ready", worker=wid, credit=1))
+            dealer.send_multipart(protocol.control("ready", worker=wid, credit=1, done=unit.seq))
     except Exception as e:  # noqa: BLE001 - report, then exit non-zero
         log.exception("worker %s failed", wid)
         try:

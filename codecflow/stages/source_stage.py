@@ -29,6 +29,8 @@ from codecflow.stages.unit_queue import UnitQueue
 log = logging.getLogger("codecflow.source")
 
 FINAL_ACK_TIMEOUT = 120.0
+LISTEN_GAP = 0.25  # seconds between two looks at the workers beyond which this process was away
+RETRY_UNREACHABLE = 0.1  # seconds before sending again to a worker that was not connected
 MAX_CREDIT = 64  # units a worker may hold at once, whatever credit it announces
 
 
@@ -78,6 +80,9 @@ class Dispatcher:
         hwm = cfg.transport.hwm
         self.router = transport.make_socket(self.ctx, zmq.ROUTER, max(hwm, 1000))
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # a worker that reconnects (its link dropped when this process did not answer ZMTP
+        # heartbeats) keeps its identity: its new connection takes over the route
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.security = transport.Security(cfg.transport, endpoints)
         self.security.server(self.ctx, self.router)
         transport.bind(self.router, endpoints["dispatch"], "dispatch")
@@ -92,14 +97,23 @@ class Dispatcher:
         self.resent = 0
         self.final_acked = False
         self.reject = Rejections(log, "dispatch")
+        self.last_reap = time.monotonic()
 
     # ------------------------------------------------------------------ worker bookkeeping
     def _worker(self, wid: str) -> dict:
         w = self.workers.get(wid)
         if w is None:
-            w = {"ident": None, "credit": 0, "seen": time.monotonic(), "units": set()}
+            # units: not yet acknowledged (re-sent if it dies); order: sent, not yet finished,
+            # in the order sent (a worker codes its units in that order); lost: counted lost
+            w = {"ident": None, "credit": 0, "seen": time.monotonic(), "units": set(),
+                 "silent": False, "order": collections.deque(), "lost": set(), "last_send": 0.0,
+                 "retry_at": 0.0}
             self.workers[wid] = w
             log.info("worker %s joined", wid)
+        elif w["silent"]:
+            w["silent"] = False
+            log.warning("worker %s is back after %.1f s of silence", wid,
+                        time.monotonic() - w["seen"])
         return w
 
     def _handle(self, parts: list) -> None:
@@ -131,44 +145,103 @@ class Dispatcher:
         w = self._worker(wid)
         w["seen"] = time.monotonic()
         if kind == "ready":
-            w["ident"] = ident
+            # route by the worker's socket identity, which our workers set to their name. A
+            # worker that reconnected has that name on its new connection; messages still
+            # queued on the old one arrive under a temporary identity: not a route.
+            if w["ident"] != wid.encode():
+                w["ident"] = bytes(ident)
+            if "done" in h and not self._finished(wid, w, h["done"]):
+                return  # its credit came back when the unit was counted lost
             w["credit"] = min(w["credit"] + h["credit"], MAX_CREDIT)
+        elif kind == "heartbeat" and h.get("idle"):
+            self._check_idle(wid, w)
         elif kind == "error":
             seq = h.get("seq")
             self.error = (f"stage encode (worker {wid}) failed on unit seq {seq}: "
                           f"{h.get('message')}")
             log.error(self.error)
 
+    def _finished(self, wid: str, w: dict, seq: int) -> bool:
+        """Worker ``wid`` finished unit ``seq``. Units sent to it before that one and not
+        finished never reached it (a dropped connection loses what was on its way) or their
+        ``ready`` was lost. -> False if ``seq`` itself was already counted lost."""
+        if seq in w["lost"]:
+            w["lost"].discard(seq)
+            return False
+        if seq in w["order"]:
+            while (first := w["order"].popleft()) != seq:
+                self._lost(wid, w, first)
+        return True
+
+    def _check_idle(self, wid: str, w: dict) -> None:
+        """An idle worker holds nothing: what was sent to it longer than the heartbeat timeout
+        ago and not finished was lost on the way."""
+        if w["order"] and time.monotonic() - w["last_send"] > self.cfg.heartbeat.timeout:
+            while w["order"]:
+                self._lost(wid, w, w["order"].popleft())
+
+    def _lost(self, wid: str, w: dict, seq: int) -> None:
+        """Unit ``seq`` will never come back from worker ``wid``: its credit returns, and the
+        unit is re-sent if nobody else has it and the sink has not acknowledged it."""
+        w["credit"] = min(w["credit"] + 1, MAX_CREDIT)
+        w["lost"].add(seq)
+        w["units"].discard(seq)
+        entry = self.inflight.get(seq)
+        if entry is not None and entry["worker"] == wid and seq not in self.resend:
+            log.warning("unit seq %d never reached worker %s (or its answer was lost): "
+                        "re-sending it", seq, wid)
+            self.resend.appendleft(seq)
+            self.resent += 1
+
     def _reap_dead_workers(self) -> None:
+        """A worker silent for ``heartbeat.timeout`` is presumed dead: its units are re-sent to
+        the others. Its entry (and credit) is kept: a worker that was only frozen or slow comes
+        back with the credit it had, so the run never waits for credit that was forgotten.
+        Time this process itself was not listening (frozen, or starved on a busy machine) is
+        not the workers' silence."""
         now = time.monotonic()
-        for wid, w in list(self.workers.items()):
-            if now - w["seen"] > self.cfg.heartbeat.timeout:
-                log.warning("worker %s silent for %.1fs: presumed dead; re-sending %d unit(s)",
-                            wid, now - w["seen"], len(w["units"]))
-                for seq in sorted(w["units"], reverse=True):
-                    if seq in self.inflight:
-                        self.resend.appendleft(seq)
-                        self.resent += 1
-                del self.workers[wid]
+        away = now - self.last_reap - LISTEN_GAP
+        self.last_reap = now
+        for wid, w in self.workers.items():
+            if away > 0:
+                w["seen"] = min(w["seen"] + away, now)
+            if w["silent"] or now - w["seen"] <= self.cfg.heartbeat.timeout:
+                continue
+            log.warning("worker %s silent for %.1fs: presumed dead; re-sending %d unit(s)",
+                        wid, now - w["seen"], len(w["units"]))
+            for seq in sorted(w["units"], reverse=True):
+                if seq in self.inflight:
+                    self.resend.appendleft(seq)
+                    self.resent += 1
+            w["units"].clear()
+            w["silent"] = True
 
     def _send_to_worker(self, seq: int) -> bool:
         entry = self.inflight[seq]
+        now = time.monotonic()
         for wid, w in self.workers.items():
-            if w["credit"] > 0 and w["ident"] is not None:
+            if self._can_take(w, now):
                 try:
                     self.router.send_multipart([w["ident"], *entry["msg"]], copy=False)
-                except zmq.ZMQError:  # worker gone (ROUTER_MANDATORY)
-                    w["credit"] = 0
+                except zmq.ZMQError:  # not connected now (ROUTER_MANDATORY): reconnecting
+                    w["retry_at"] = now + RETRY_UNREACHABLE  # (or dead: then it goes silent)
                     continue
                 w["credit"] -= 1
                 w["units"].add(seq)
+                w["order"].append(seq)
+                w["last_send"] = entry["sent"] = time.monotonic()
                 entry["worker"] = wid
-                entry["sent"] = time.monotonic()
                 return True
         return False
 
+    @staticmethod
+    def _can_take(w: dict, now: float) -> bool:
+        return w["credit"] > 0 and w["ident"] is not None and not w["silent"] \
+            and now >= w["retry_at"]
+
     def _has_credit(self) -> bool:
-        return any(w["credit"] > 0 and w["ident"] is not None for w in self.workers.values())
+        now = time.monotonic()
+        return any(self._can_take(w, now) for w in self.workers.values())
 
     def _window_open(self) -> bool:
         """A new sequence number stays within REORDER_WINDOW of the oldest unit the sink has
@@ -295,7 +368,8 @@ class Dispatcher:
     def _send_stats(self, q: UnitQueue, counters: dict) -> None:
         self.to_sink.send_multipart(protocol.control(
             "stats", stage="source", queue=len(q), inflight=len(self.inflight),
-            workers=len(self.workers), dropped_units=q.dropped_units,
+            workers=sum(not w["silent"] for w in self.workers.values()),
+            dropped_units=q.dropped_units,
             dropped_by_stream=q.drops_by_stream(),
             dropped_frames=q.dropped_frames, frames_read=counters["frames_read"],
             resent=self.resent))

@@ -1,5 +1,5 @@
 """Hard stops at random points of real runs: kill -9 of the supervisor, two SIGINTs 5 ms apart,
-an encode worker frozen (SIGSTOP) past the heartbeat timeout. Whatever was written must be
+an encode worker or the dispatcher frozen (SIGSTOP) past the heartbeat timeout. Whatever was written must be
 whole and in order: the .cfl holds frames 0..n-1 with no hole, each decoded frame is the
 source's frame of the same index, and the recon equals the decode."""
 
@@ -141,3 +141,19 @@ def test_worker_frozen_past_the_heartbeat_timeout(tmp_path):
     assert n == N and complete
     s = json.loads((out / "summary.json").read_text())
     assert s["complete"] and s["frames"] == N
+
+
+@pytest.mark.parametrize("at_unit", [1, 4])
+def test_dispatcher_frozen_past_the_heartbeat_timeout(tmp_path, at_unit):
+    """The source process (the dispatcher) frozen for longer than the heartbeat timeout, as on
+    a machine that stalls: the workers' links drop and reconnect, what was on its way is lost,
+    and the time it did not listen must not make it give up on its workers."""
+    proc, out = start(tmp_path, "heartbeat.timeout=1.0", "heartbeat.interval=0.2")
+    wait_for_units(out, at_unit)
+    (source,) = child_pids(proc.pid, "source")
+    os.kill(source, signal.SIGSTOP)
+    time.sleep(2.5)
+    os.kill(source, signal.SIGCONT)
+    assert proc.wait(timeout=120) == 0, (tmp_path / "log").read_text()[-2000:]
+    n, complete = check_written_output(tmp_path, out)
+    assert n == N and complete

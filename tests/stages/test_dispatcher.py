@@ -1,5 +1,6 @@
 """The dispatcher (source stage) alone, with real ZeroMQ sockets playing workers and sink:
-credit, acknowledgements, re-sends after a silent worker, and workers that join after the end."""
+credit, acknowledgements, re-sends after a silent worker or a unit lost on the way, reconnected
+workers, and workers that join after the end."""
 
 from __future__ import annotations
 
@@ -93,6 +94,15 @@ def test_acknowledged_units_leave_the_in_flight_set(rig):
     s.close(linger=0)
 
 
+def wait_listening(d, seconds):
+    """The dispatcher's loop for a while: messages handled, silent workers looked for."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if d.router.poll(20):
+            d._handle(d.router.recv_multipart(copy=False))
+        d._reap_dead_workers()
+
+
 def test_units_of_a_silent_worker_are_resent_to_another(rig):
     d, worker, _ = rig
     w1 = worker("w1", 2)
@@ -100,14 +110,98 @@ def test_units_of_a_silent_worker_are_resent_to_another(rig):
     d._take(unit_item(0))
     d._take(unit_item(1))
     assert received_seqs(w1) == [0, 1]
-    time.sleep(0.4)  # past the heartbeat timeout: w1 sent nothing
     w2 = worker("w2", 4)
     pump(d, lambda: "w2" in d.workers and d.workers["w2"]["credit"] > 0)
-    d._reap_dead_workers()
-    assert "w1" not in d.workers and sorted(d.resend) == [0, 1] and d.resent == 2
+    end = time.monotonic() + 0.5  # past the heartbeat timeout: w1 sends nothing, w2 beats
+    while time.monotonic() < end:
+        w2.send_multipart(protocol.control("heartbeat", worker="w2"))
+        wait_listening(d, 0.05)
+    assert d.workers["w1"]["silent"] and not d.workers["w2"]["silent"]
+    assert sorted(d.resend) == [0, 1] and d.resent == 2
     while d.resend:
         assert d._send_to_worker(d.resend.popleft())
     assert sorted(received_seqs(w2)) == [0, 1]
+
+
+def test_a_silent_worker_that_speaks_again_keeps_its_credit(rig):
+    d, worker, _ = rig
+    w1 = worker("w1", 2)
+    pump(d, lambda: d._has_credit())
+    d._take(unit_item(0))
+    assert received_seqs(w1) == [0]
+    wait_listening(d, 0.5)  # silent: presumed dead, its unit goes back to the queue
+    assert d.workers["w1"]["silent"] and not d._has_credit() and list(d.resend) == [0]
+    w1.send_multipart(protocol.control("heartbeat", worker="w1"))  # only frozen: it is back
+    pump(d, lambda: not d.workers["w1"]["silent"])
+    assert d.workers["w1"]["credit"] == 1 and d._has_credit()  # the credit it had
+    w1.send_multipart(protocol.control("ready", worker="w1", credit=1, done=0))
+    pump(d, lambda: d.workers["w1"]["credit"] == 2)
+
+
+def test_time_the_dispatcher_was_away_is_not_the_workers_silence(rig):
+    d, worker, _ = rig
+    w1 = worker("w1", 2)
+    pump(d, lambda: d._has_credit())
+    d._take(unit_item(0))
+    d._reap_dead_workers()
+    time.sleep(0.6)  # this process did not listen (frozen, starved): twice the timeout
+    w1.send_multipart(protocol.control("heartbeat", worker="w1"))
+    d._reap_dead_workers()  # before it read what arrived meanwhile
+    assert not d.workers["w1"]["silent"] and not d.resend
+
+
+def test_units_sent_before_a_finished_one_were_lost_on_the_way(rig):
+    d, worker, _ = rig
+    w1 = worker("w1", 3)
+    pump(d, lambda: d._has_credit())
+    for i in range(3):
+        d._take(unit_item(i))
+    assert received_seqs(w1) == [0, 1, 2]
+    # the worker finished 0 and 2 but never got 1 (a dropped connection loses what was on
+    # its way); workers code their units in the order sent
+    w1.send_multipart(protocol.control("ready", worker="w1", credit=1, done=0))
+    w1.send_multipart(protocol.control("ready", worker="w1", credit=1, done=2))
+    pump(d, lambda: list(d.resend) == [1])
+    assert d.workers["w1"]["credit"] == 3 and d.resent == 1  # 1's credit came back too
+    assert d._send_to_worker(d.resend.popleft()) and received_seqs(w1) == [1]
+    # a late answer for a unit counted lost gives no credit twice
+    w1.send_multipart(protocol.control("ready", worker="w1", credit=1, done=1))
+    w1.send_multipart(protocol.control("heartbeat", worker="w1"))
+    pump(d, lambda: not d.workers["w1"]["lost"])
+    assert d.workers["w1"]["credit"] == 2
+
+
+def test_an_idle_worker_gets_again_what_never_reached_it(rig):
+    d, worker, _ = rig
+    w1 = worker("w1", 2)
+    pump(d, lambda: d._has_credit())
+    d._take(unit_item(0))
+    assert received_seqs(w1) == [0]
+    w1.send_multipart(protocol.control("heartbeat", worker="w1", idle=True))
+    pump(d, lambda: d.workers["w1"]["seen"] > d.workers["w1"]["last_send"])
+    assert not d.resend  # just sent: it may still be on its way
+    time.sleep(0.4)  # past the heartbeat timeout, and the worker still says it holds nothing
+    w1.send_multipart(protocol.control("heartbeat", worker="w1", idle=True))
+    pump(d, lambda: list(d.resend) == [0])
+    assert d.workers["w1"]["credit"] == 2
+
+
+def test_a_reconnected_worker_is_routed_by_its_name(rig):
+    d, worker, _ = rig
+    old = worker("w1", 1)
+    pump(d, lambda: d._has_credit())
+    new = worker("w1", 1)  # the same worker on a new connection: it takes over the route
+    pump(d, lambda: d.workers["w1"]["credit"] == 2)
+    # what was still queued on the old connection arrives under a temporary identity (it
+    # starts with a zero byte): such a message must not become the route
+    stray = zmq.Context.instance().socket(zmq.DEALER)
+    stray.connect(d.router.getsockopt(zmq.LAST_ENDPOINT).decode())
+    stray.send_multipart(protocol.control("ready", worker="w1", credit=1))
+    pump(d, lambda: d.workers["w1"]["credit"] == 3)
+    assert d.workers["w1"]["ident"] == b"w1"
+    d._take(unit_item(0))
+    assert received_seqs(new) == [0] and received_seqs(old) == [] and received_seqs(stray) == []
+    stray.close(linger=0)
 
 
 def test_a_worker_joining_after_the_end_is_stopped(rig):
