@@ -66,6 +66,16 @@ def received_seqs(sock):
     return seqs
 
 
+def worker_holding(d, worker, wid: str, credit: int, n: int):
+    """A worker with ``credit`` that has been sent units 0..n-1 (and received them)."""
+    s = worker(wid, credit)
+    pump(d, lambda: d._has_credit())
+    for i in range(n):
+        d._take(unit_item(i))
+    assert received_seqs(s) == list(range(n))
+    return s
+
+
 def test_units_go_only_where_there_is_credit(rig):
     d, worker, _ = rig
     w = worker("w1", 2)
@@ -105,11 +115,7 @@ def wait_listening(d, seconds):
 
 def test_units_of_a_silent_worker_are_resent_to_another(rig):
     d, worker, _ = rig
-    w1 = worker("w1", 2)
-    pump(d, lambda: d._has_credit())
-    d._take(unit_item(0))
-    d._take(unit_item(1))
-    assert received_seqs(w1) == [0, 1]
+    worker_holding(d, worker, "w1", 2, 2)
     w2 = worker("w2", 4)
     pump(d, lambda: "w2" in d.workers and d.workers["w2"]["credit"] > 0)
     end = time.monotonic() + 0.5  # past the heartbeat timeout: w1 sends nothing, w2 beats
@@ -125,10 +131,7 @@ def test_units_of_a_silent_worker_are_resent_to_another(rig):
 
 def test_a_silent_worker_that_speaks_again_keeps_its_credit(rig):
     d, worker, _ = rig
-    w1 = worker("w1", 2)
-    pump(d, lambda: d._has_credit())
-    d._take(unit_item(0))
-    assert received_seqs(w1) == [0]
+    w1 = worker_holding(d, worker, "w1", 2, 1)
     wait_listening(d, 0.5)  # silent: presumed dead, its unit goes back to the queue
     assert d.workers["w1"]["silent"] and not d._has_credit() and list(d.resend) == [0]
     w1.send_multipart(protocol.control("heartbeat", worker="w1"))  # only frozen: it is back
@@ -152,11 +155,7 @@ def test_time_the_dispatcher_was_away_is_not_the_workers_silence(rig):
 
 def test_units_sent_before_a_finished_one_were_lost_on_the_way(rig):
     d, worker, _ = rig
-    w1 = worker("w1", 3)
-    pump(d, lambda: d._has_credit())
-    for i in range(3):
-        d._take(unit_item(i))
-    assert received_seqs(w1) == [0, 1, 2]
+    w1 = worker_holding(d, worker, "w1", 3, 3)
     # the worker finished 0 and 2 but never got 1 (a dropped connection loses what was on
     # its way); workers code their units in the order sent
     w1.send_multipart(protocol.control("ready", worker="w1", credit=1, done=0))
@@ -173,10 +172,7 @@ def test_units_sent_before_a_finished_one_were_lost_on_the_way(rig):
 
 def test_an_idle_worker_gets_again_what_never_reached_it(rig):
     d, worker, _ = rig
-    w1 = worker("w1", 2)
-    pump(d, lambda: d._has_credit())
-    d._take(unit_item(0))
-    assert received_seqs(w1) == [0]
+    w1 = worker_holding(d, worker, "w1", 2, 1)
     w1.send_multipart(protocol.control("heartbeat", worker="w1", idle=True))
     pump(d, lambda: d.workers["w1"]["seen"] > d.workers["w1"]["last_send"])
     assert not d.resend  # just sent: it may still be on its way
