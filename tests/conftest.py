@@ -40,6 +40,28 @@ def child_pids(parent: int, stage: str | None = None) -> list:
     return pids
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """A test that fails while a process it started is still running (a supervisor, a stage)
+    kills it, so a hung run does not outlive the test and slow the ones after it. A killed
+    supervisor's stages notice that their parent is gone and stop on their own."""
+    yield
+    for pid in child_pids(os.getpid()):
+        if _alive(pid):
+            try:
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
 def moving_i420(w: int, h: int, n: int, seed: int = 0) -> list:
     """A small moving, textured test sequence as (Y, U, V) uint8 planes."""
     rng = np.random.default_rng(seed)

@@ -21,21 +21,6 @@ W, H, N = 160, 96, 160
 FRAME = W * H * 3 // 2
 
 
-STARTED: list = []
-
-
-@pytest.fixture(autouse=True)
-def no_run_left_behind():
-    """A test that fails while its run is still going kills the supervisor (its stages notice
-    their parent is gone and stop), so a hung run does not outlive the test."""
-    yield
-    while STARTED:
-        proc = STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def start(tmp_path, *sets):
     src = write_yuv(tmp_path / f"clip_{W}x{H}_30.yuv", W, H, N)
     out = tmp_path / "out"
@@ -45,7 +30,6 @@ def start(tmp_path, *sets):
             "--set", "codec.params={preset: medium}", *sum((["--set", s] for s in sets), [])]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=open(tmp_path / "log", "w"), start_new_session=True)
-    STARTED.append(proc)
     return proc, out
 
 
