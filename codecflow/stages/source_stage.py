@@ -98,15 +98,16 @@ class Dispatcher:
         self.final_acked = False
         self.reject = Rejections(log, "dispatch")
         self.last_reap = time.monotonic()
+        self.back_at = -1e9  # when this process was last found to have been away
 
     # ------------------------------------------------------------------ worker bookkeeping
     def _worker(self, wid: str) -> dict:
         w = self.workers.get(wid)
         if w is None:
-            # units: not yet acknowledged (re-sent if it dies); order: sent, not yet finished,
-            # in the order sent (a worker codes its units in that order); lost: counted lost
+            # units: not yet acknowledged (re-sent if it dies); order: sent, not yet finished
+            # or counted lost, in the order sent (a worker codes its units in that order)
             w = {"ident": None, "credit": 0, "seen": time.monotonic(), "units": set(),
-                 "silent": False, "order": collections.deque(), "lost": set(), "last_send": 0.0,
+                 "silent": False, "order": collections.deque(), "last_send": 0.0,
                  "retry_at": 0.0}
             self.workers[wid] = w
             log.info("worker %s joined", wid)
@@ -117,12 +118,12 @@ class Dispatcher:
         return w
 
     def _handle(self, parts: list) -> None:
-        """One multipart message from a worker or the sink: [identity, header]."""
+        """One multipart message from a worker or the sink: [identity, header]. (A worker is
+        told apart by the name in its messages; its socket identity is that name.)"""
         try:
             if len(parts) != 2:
                 raise protocol.ProtocolError(f"a message of {len(parts) - 1} parts; the "
                                              f"dispatcher takes one header; dropped")
-            ident = parts[0]
             h = protocol.unpack_header(parts[1])
             kind = h["kind"]
             if kind not in ("ack", "ready", "heartbeat", "error"):
@@ -145,13 +146,12 @@ class Dispatcher:
         w = self._worker(wid)
         w["seen"] = time.monotonic()
         if kind == "ready":
-            # route by the worker's socket identity, which our workers set to their name. A
-            # worker that reconnected has that name on its new connection; messages still
-            # queued on the old one arrive under a temporary identity: not a route.
-            if w["ident"] != wid.encode():
-                w["ident"] = bytes(ident)
+            # a worker's work socket carries its name as its identity: the route. (A worker
+            # that reconnected has it on its new connection; what was still queued on the old
+            # one arrives under a temporary identity, which is no route.)
+            w["ident"] = wid.encode()
             if "done" in h and not self._finished(wid, w, h["done"]):
-                return  # its credit came back when the unit was counted lost
+                return  # a unit already counted lost (its credit came back then) or unknown
             w["credit"] = min(w["credit"] + h["credit"], MAX_CREDIT)
         elif kind == "heartbeat" and h.get("idle"):
             self._check_idle(wid, w)
@@ -164,34 +164,43 @@ class Dispatcher:
     def _finished(self, wid: str, w: dict, seq: int) -> bool:
         """Worker ``wid`` finished unit ``seq``. Units sent to it before that one and not
         finished never reached it (a dropped connection loses what was on its way) or their
-        ``ready`` was lost. -> False if ``seq`` itself was already counted lost."""
-        if seq in w["lost"]:
-            w["lost"].discard(seq)
+        ``ready`` was lost. -> whether ``seq`` was still counted as sent to it (else its credit
+        came back when it was counted lost: a late answer gives none)."""
+        if seq not in w["order"]:
             return False
-        if seq in w["order"]:
-            while (first := w["order"].popleft()) != seq:
-                self._lost(wid, w, first)
+        lost = []
+        while (first := w["order"].popleft()) != seq:
+            lost.append(first)
+        self._lost(wid, w, lost)
         return True
 
     def _check_idle(self, wid: str, w: dict) -> None:
         """An idle worker holds nothing: what was sent to it longer than the heartbeat timeout
-        ago and not finished was lost on the way."""
-        if w["order"] and time.monotonic() - w["last_send"] > self.cfg.heartbeat.timeout:
-            while w["order"]:
-                self._lost(wid, w, w["order"].popleft())
+        ago and not finished was lost on the way. (Not just after this process was away:
+        heartbeats queued meanwhile are older than what the worker did since.)"""
+        now = time.monotonic()
+        if w["order"] and now - w["last_send"] > self.cfg.heartbeat.timeout \
+                and now > self.back_at + self.cfg.heartbeat.timeout:
+            lost = list(w["order"])
+            w["order"].clear()
+            self._lost(wid, w, lost)
 
-    def _lost(self, wid: str, w: dict, seq: int) -> None:
-        """Unit ``seq`` will never come back from worker ``wid``: its credit returns, and the
-        unit is re-sent if nobody else has it and the sink has not acknowledged it."""
-        w["credit"] = min(w["credit"] + 1, MAX_CREDIT)
-        w["lost"].add(seq)
-        w["units"].discard(seq)
-        entry = self.inflight.get(seq)
-        if entry is not None and entry["worker"] == wid and seq not in self.resend:
-            log.warning("unit seq %d never reached worker %s (or its answer was lost): "
-                        "re-sending it", seq, wid)
-            self.resend.appendleft(seq)
-            self.resent += 1
+    def _lost(self, wid: str, w: dict, seqs: list) -> None:
+        """Units ``seqs`` (in the order sent) will never come back from worker ``wid``: their
+        credit returns, and each is re-sent (first in line) if it is still this worker's and
+        the sink has not acknowledged it."""
+        w["credit"] = min(w["credit"] + len(seqs), MAX_CREDIT)
+        again = []
+        for seq in seqs:
+            w["units"].discard(seq)
+            entry = self.inflight.get(seq)
+            if entry is not None and entry["worker"] == wid and seq not in self.resend:
+                again.append(seq)
+        if again:
+            log.warning("unit(s) seq %s never reached worker %s (or its answers were lost): "
+                        "re-sending", ", ".join(map(str, again)), wid)
+            self.resend.extendleft(reversed(again))
+            self.resent += len(again)
 
     def _reap_dead_workers(self) -> None:
         """A worker silent for ``heartbeat.timeout`` is presumed dead: its units are re-sent to
@@ -202,6 +211,8 @@ class Dispatcher:
         now = time.monotonic()
         away = now - self.last_reap - LISTEN_GAP
         self.last_reap = now
+        if away > 0:
+            self.back_at = now
         for wid, w in self.workers.items():
             if away > 0:
                 w["seen"] = min(w["seen"] + away, now)
@@ -381,10 +392,8 @@ class Dispatcher:
     def _stop_worker(self, wid: str) -> None:
         w = self.workers[wid]
         w["credit"] = 0
-        # a worker's main socket identity is its id (known even if only heartbeats arrived)
-        ident = w["ident"] if w["ident"] is not None else wid.encode()
-        try:
-            self.router.send_multipart([ident, *protocol.control("stop")])
+        try:  # its work socket's identity is its name (known even if only heartbeats came)
+            self.router.send_multipart([wid.encode(), *protocol.control("stop")])
         except zmq.ZMQError:  # not connected (yet): nothing to stop
             pass
 
