@@ -106,7 +106,7 @@ class Dispatcher:
         if w is None:
             # units: not yet acknowledged (re-sent if it dies); order: sent, not yet finished
             # or counted lost, in the order sent (a worker codes its units in that order)
-            w = {"ident": None, "credit": 0, "seen": time.monotonic(), "units": set(),
+            w = {"ready": False, "credit": 0, "seen": time.monotonic(), "units": set(),
                  "silent": False, "order": collections.deque(), "last_send": 0.0,
                  "retry_at": 0.0}
             self.workers[wid] = w
@@ -146,10 +146,10 @@ class Dispatcher:
         w = self._worker(wid)
         w["seen"] = time.monotonic()
         if kind == "ready":
-            # a worker's work socket carries its name as its identity: the route. (A worker
-            # that reconnected has it on its new connection; what was still queued on the old
-            # one arrives under a temporary identity, which is no route.)
-            w["ident"] = wid.encode()
+            # the route is the worker's name, its work socket's identity (not the identity a
+            # message arrived under: what was still queued on an old connection comes under a
+            # temporary one)
+            w["ready"] = True
             if "done" in h and not self._finished(wid, w, h["done"]):
                 return  # a unit already counted lost (its credit came back then) or unknown
             w["credit"] = min(w["credit"] + h["credit"], MAX_CREDIT)
@@ -233,7 +233,7 @@ class Dispatcher:
         for wid, w in self.workers.items():
             if self._can_take(w, now):
                 try:
-                    self.router.send_multipart([w["ident"], *entry["msg"]], copy=False)
+                    self.router.send_multipart([wid.encode(), *entry["msg"]], copy=False)
                 except zmq.ZMQError:  # not connected now (ROUTER_MANDATORY): reconnecting
                     w["retry_at"] = now + RETRY_UNREACHABLE  # (or dead: then it goes silent)
                     continue
@@ -247,7 +247,7 @@ class Dispatcher:
 
     @staticmethod
     def _can_take(w: dict, now: float) -> bool:
-        return w["credit"] > 0 and w["ident"] is not None and not w["silent"] \
+        return w["credit"] > 0 and w["ready"] and not w["silent"] \
             and now >= w["retry_at"]
 
     def _has_credit(self) -> bool:

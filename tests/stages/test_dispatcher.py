@@ -203,7 +203,7 @@ def test_a_reconnected_worker_is_routed_by_its_name(rig):
     stray.connect(d.router.getsockopt(zmq.LAST_ENDPOINT).decode())
     stray.send_multipart(protocol.control("ready", worker="w1", credit=1))
     pump(d, lambda: d.workers["w1"]["credit"] == 3)
-    assert d.workers["w1"]["ident"] == b"w1"
+    assert d.workers["w1"]["ready"]
     d._take(unit_item(0))
     assert received_seqs(new) == [0] and received_seqs(old) == [] and received_seqs(stray) == []
     stray.close(linger=0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from codecflow.codecs.learned.intra import is_grey
 from codecflow.errors import CodecError
 
 MAX_DISPARITY = 128
@@ -206,8 +207,6 @@ def refine(exact_refiner, view: np.ndarray, other: np.ndarray | None, q: int,
     if not related(cost):
         return view, "side information unrelated"
     out = exact_refiner(view, moved, cost, q)
-    from codecflow.codecs.learned.intra import is_grey
-
     if is_grey(view):
         mean = (out.astype(np.uint16).sum(axis=2) + 1) // 3
         out = np.repeat(mean.astype(np.uint8)[..., None], 3, axis=2)
