@@ -29,8 +29,9 @@ from codecflow.eval import bdrate  # noqa: E402
 from codecflow.eval.plot import load_published, plot_rd  # noqa: E402
 
 # low q values for the anchors too, so that their curves overlap a young learned model's
-DEFAULT_Q = {"learned-intra": "0,12,24,36,48,63", "jpeg": "2,4,8,16,24,32,40,48,56",
-             "webp": "0,2,4,8,16,24,32,40,48", "x265-intra": "0,3,6,9,12,18,24,30"}
+# learned-intra: q 47/48 and 57/58 are the two sides of its switches to the oversampled mode
+DEFAULT_Q = {"learned-intra": "0,12,24,36,47,48,52,57,58,60,63", "jpeg": "2,4,8,16,24,32,40,48,56",
+             "webp": "0,2,4,8,16,24,32,40,48,56,63", "x265-intra": "0,3,6,9,12,18,24,30"}
 
 
 def run(cmd: list) -> None:
@@ -74,6 +75,10 @@ def main() -> int:
     ap.add_argument("--anchors-from", default=None, metavar="JSON",
                     help="reuse the points of the codecs not measured now from an earlier "
                          "kodak_pipeline_rd.json (e.g. to re-measure only learned-intra)")
+    ap.add_argument("--merge", action="store_true",
+                    help="with --anchors-from: also keep the earlier points of the codecs "
+                         "measured now at the q values not measured now (e.g. to add points to "
+                         "a curve whose other points are unchanged)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/kodak_pipeline_rd"))
     args = ap.parse_args()
     kodak = Path(args.kodak)
@@ -95,13 +100,18 @@ def main() -> int:
                   f"(pipeline {p['pipeline_s']:.0f} s, decode {p['decode_s']:.0f} s)", flush=True)
             pts.append(p)
         results[c] = pts
-    reused = []
+    reused, merged = [], []
     if args.anchors_from:
         earlier = json.loads(Path(args.anchors_from).read_text())["points"]
         for c, pts in earlier.items():
             if c not in results:
                 results[c] = pts
                 reused.append(c)
+            elif args.merge:
+                now = {p["q"] for p in results[c]}
+                old = [p for p in pts if p["q"] not in now]
+                results[c] = sorted(results[c] + old, key=lambda p: p["q"])
+                merged += [f"{c} q={p['q']}" for p in old]
     curves = {c: ([p["bpp"] for p in pts], [p["psnr_rgb"] for p in pts])
               for c, pts in results.items()}
     published = load_published(ROOT.parent / "shared/anchors/kodak")
@@ -128,6 +138,8 @@ def main() -> int:
                       f"{p['psnr_yuv']:.2f} |" for p in pts]
     note = ([f"Points of {', '.join(reused)} reused from {args.anchors_from} (measured earlier "
              f"by this script); the others measured in this run.", ""] if reused else [])
+    if merged:
+        note += [f"Also reused from {args.anchors_from}: {', '.join(merged)}.", ""]
     md = "\n".join(["# Kodak RD through the pipeline", "", *note, *lines, "", *pts_lines, ""])
     print("\n" + md)
     out = Path(args.out)
@@ -138,7 +150,7 @@ def main() -> int:
             "published:compressai-bmshj2018-hyperprior_mse_cpu")
     plot_rd(curves, str(out.with_suffix(".png")),
             published={k: v for k, v in published.items() if k in keep},
-            title="Kodak, through the pipeline (PSNR-RGB)", max_bpp=2.0)
+            title="Kodak, through the pipeline (PSNR-RGB)", max_bpp=3.5)
     print(f"wrote {out}.json/.md/.png")
     return 0
 

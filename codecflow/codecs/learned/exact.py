@@ -30,6 +30,7 @@ every machine, not only to the same symbols.
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,7 @@ SQ_FRAC = 8              # squared activations inside (I)GDN: units of 2^-8
 SQ_LIMIT = 2.0 ** 32     # ... clamped to 2^24 in real units (|x| <= 4096)
 GDN_WEIGHT_BITS = 12
 EXACT = 2.0 ** 53        # integers below this are exact in float64
+BAND_PIXELS = 1 << 20    # output pixels per band of a banded synthesis (`in_bands`)
 
 
 class ExactnessError(CodecError):
@@ -207,6 +209,22 @@ class ExactSequential:
             a = op(a)
         return a
 
+    def row_halo(self) -> int:
+        """Input rows on either side that a band must carry (`in_bands`) so that the rows it
+        keeps are computed as without bands: the net's reach across rows (each layer's kernel
+        radius in input rows, rounded up, summed in the net's input units)."""
+        reach, res = 0.0, 1.0  # res: resolution of the current activations / the input's
+        for op in self.ops:
+            if isinstance(op, ExactConv):
+                k, st = op.w.shape[-2], op.stride[0]
+                if op.transposed:
+                    reach += math.ceil((k // 2) / st) / res
+                    res *= st
+                else:
+                    reach += (k // 2) / res
+                    res /= st
+        return math.ceil(reach)
+
 
 class ScaleIndex:
     """CompressAI's scale -> CDF index rule (index = number of table entries below the scale;
@@ -227,6 +245,25 @@ class ScaleIndex:
         for t in self.thresholds:
             idx -= (scales <= t).to(torch.int32)
         return idx.contiguous()
+
+
+def in_bands(net, a: torch.Tensor, scale: int, halo: int, band_pixels: int | None = None):
+    """``net(a)`` computed band by band over the rows of ``a`` (1 x C x h x w), each band with
+    ``halo`` more input rows on either side, its output rows outside the band dropped; ``net``
+    maps h input rows to h * scale output rows. With integer layers and a halo that covers
+    the net's reach across rows, every output element is computed from the same integers in
+    the same way as without bands: the result is identical, and memory stays bounded by the
+    band size (a 4K picture's synthesis would otherwise take several GB)."""
+    h, w = a.shape[-2:]
+    rows = max(1, (band_pixels or BAND_PIXELS) // max(1, w * scale * scale))
+    if rows >= h:
+        return net(a)
+    outs = []
+    for r0 in range(0, h, rows):
+        r1 = min(h, r0 + rows)
+        s0, s1 = max(0, r0 - halo), min(h, r1 + halo)
+        outs.append(net(a[..., s0:s1, :])[..., (r0 - s0) * scale:(r1 - s0) * scale, :])
+    return torch.cat(outs, dim=-2)
 
 
 def hard_sigmoid(a: torch.Tensor, frac: int = ACT_FRAC) -> torch.Tensor:

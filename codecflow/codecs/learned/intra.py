@@ -6,7 +6,8 @@ Payload (see docs/bitstream.md, "learned-intra payload"):
     0      1     magic 0x4C ('L')
     1      1     payload version (2)
     2      1     q (0..63)
-    3      1     flags: 0x01 grey picture (R = G = B; decoded to grey)
+    3      1     flags: 0x01 grey picture (R = G = B; decoded to grey);
+                       0x02 oversampled (the latents code the picture at 2H x 2W)
     4      2     original height (u16, little endian)
     6      2     original width  (u16)
     8      4     length of the z string (u32)
@@ -18,6 +19,9 @@ Payload (see docs/bitstream.md, "learned-intra payload"):
 
 Decoding is exact (integer arithmetic, `exact.py`): the decoded latents and the picture are the
 same on every machine. Version 1 payloads (float entropy parameters) are refused.
+
+The q of the payload is the model's rate point; the codec's q (0..63, what a user sets) maps to
+a rate point and, at the top of the range, the oversampled mode (`coding_choices`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,12 @@ MAGIC = 0x4C
 PAYLOAD_VERSION = 2
 _HEAD = struct.Struct("<BBBBHH")  # format byte, version, q, flags, height, width
 FLAG_GREY = 0x01
+FLAG_OVERSAMPLED = 0x02
+FLAGS = FLAG_GREY | FLAG_OVERSAMPLED
+ADAPTIVE_FROM = 48     # codec q from which the encoder also tries coding the picture at 2x ...
+OVERSAMPLE_FROM = 58   # ... and from which it always does
+OVERSAMPLED_OFFSET = 34  # q - this: the model's rate point of the 2x picture for q 48..57
+OVERSAMPLED_LOW = 27   # its rate point at q 58 (above what q 57's choice reaches), up to 63
 N_STRINGS = 3  # z, y anchors, y non-anchors
 MAX_SIDE = 65535
 MAX_REFINE_STEPS = 1000
@@ -57,11 +67,58 @@ def unpack_payload(data: bytes) -> tuple:
         raise CodecError(f"{what} payload version 1 (float entropy parameters, made before "
                          f"exact decoding) is not supported; re-encode the source")
     _, _, q, flags, h, w = layout.read_head(data, _HEAD, N_STRINGS, MAGIC, PAYLOAD_VERSION, what)
-    if q > 63 or h == 0 or w == 0 or flags & ~FLAG_GREY:
+    if q > 63 or h == 0 or w == 0 or flags & ~FLAGS:
         raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}, "
                          f"flags 0x{flags:02x}")
     strings, sym_crc = layout.unpack(data, _HEAD.size, N_STRINGS, True, what)
     return q, h, w, strings, sym_crc, flags
+
+
+def coding_choices(q: int) -> list:
+    """The codec's q (0..63) -> the ways the encoder tries: [(the model's rate point, oversampled?),
+    ...]. With two, it keeps the one of lower `rd_cost` (the payload says which it is).
+
+    * q < ADAPTIVE_FROM: the picture as it is, at rate point q (the learned stereo and video
+      codecs code their pictures this way at every q).
+    * ADAPTIVE_FROM <= q < OVERSAMPLE_FROM: as it is at rate point q, or at 2x (`oversample.py`)
+      at rate point q - OVERSAMPLED_OFFSET, whichever costs less for this picture.
+    * q >= OVERSAMPLE_FROM: at 2x, rate points OVERSAMPLED_LOW .. 63 spread evenly.
+
+    The boundaries were chosen by measurement on held-out pictures and Kodak's validation
+    pictures (docs/training.md, "High quality: the oversampled mode")."""
+    q = int(q)
+    if not 0 <= q <= 63:
+        raise CodecError(f"learned-intra: q must be 0..63, got {q}")
+    if q < ADAPTIVE_FROM:
+        return [(q, False)]
+    if q < OVERSAMPLE_FROM:
+        return [(q, False), (q - OVERSAMPLED_OFFSET, True)]
+    step = (63 - OVERSAMPLED_LOW) / (63 - OVERSAMPLE_FROM)
+    return [(round(OVERSAMPLED_LOW + (q - OVERSAMPLE_FROM) * step), True)]
+
+
+def rd_cost(model, q: int, rgb: np.ndarray, picture: np.ndarray, n_bytes: int) -> float:
+    """The training loss of a coded picture at the rate point q's lambda:
+    lambda(q) * 255^2 * MSE (on 0..1) + bits per pixel."""
+    import torch
+
+    lam = float(model.pos_to_lambda(torch.tensor([model.q_to_pos(q)])))
+    mse = float(np.mean((picture.astype(np.float64) - rgb.astype(np.float64)) ** 2))
+    return lam * mse + n_bytes * 8 / (rgb.shape[0] * rgb.shape[1])
+
+
+def encode_best(model, rgb: np.ndarray, q: int, refine_steps: int = 0) -> tuple:
+    """Code a picture at the codec's q (`coding_choices`) -> (payload, the decoded picture)."""
+    choices = coding_choices(q)
+    best = None
+    for point, oversampled in choices:
+        payload, picture = encode_rgb(model, rgb, point, refine_steps, oversampled)
+        if len(choices) == 1:
+            return payload, picture
+        cost = rd_cost(model, choices[0][0], rgb, picture, len(payload))
+        if best is None or cost < best[0]:
+            best = (cost, payload, picture)
+    return best[1], best[2]
 
 
 def _to_rgb(picture, h: int, w: int, grey: bool) -> np.ndarray:
@@ -80,33 +137,44 @@ def is_grey(rgb: np.ndarray) -> bool:
                 np.array_equal(rgb[..., 1], rgb[..., 2]))
 
 
-def encode_rgb(model, rgb: np.ndarray, q: int, refine_steps: int = 0) -> tuple:
+def encode_rgb(model, rgb: np.ndarray, q: int, refine_steps: int = 0,
+               oversampled: bool = False) -> tuple:
     """uint8 H x W x 3 RGB -> (payload bytes, the uint8 RGB picture every decoder produces).
+    ``q``: the model's rate point; ``oversampled``: code the picture at 2x (`oversample.py`).
 
     The picture comes from the encoder's own quantised latents: decoding is exact, and the
     symbols CRC in the payload proves that a decoder read the same latents."""
-    payload, picture, _ = encode_rgb_latent(model, rgb, q, refine_steps)
+    payload, picture, _ = encode_rgb_latent(model, rgb, q, refine_steps, oversampled)
     return payload, picture
 
 
-def encode_rgb_latent(model, rgb: np.ndarray, q: int, refine_steps: int = 0) -> tuple:
+def encode_rgb_latent(model, rgb: np.ndarray, q: int, refine_steps: int = 0,
+                      oversampled: bool = False) -> tuple:
     """As `encode_rgb`, plus the quantised latent every decoder reads (1 x M x h x w, float64
     integers in 1/16 units): the reference learned-stereo codes the other view against.
     ``refine_steps``: encoder-side latent search (`IntraModel.refined_latent`)."""
     import torch
+
+    from codecflow.codecs.learned.oversample import halve, upsample2
 
     h, w = rgb.shape[:2]
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise CodecError(f"learned-intra: picture {w}x{h} is outside 1..{MAX_SIDE} per side")
     dev = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)[None].float()
-    x = model.pad(x / 255.0)
+    x = x / 255.0
+    coded = (2 * h, 2 * w) if oversampled else (h, w)
     with torch.no_grad():
-        out = model.compress(x, int(q), int(refine_steps), (h, w))
+        if oversampled:
+            x = upsample2(x)
+        out = model.compress(model.pad(x), int(q), int(refine_steps), coded)
         picture = model.exact().synthesize(out["y16"], int(q))
+    if oversampled:
+        picture = halve(picture, h, w)
     grey = is_grey(rgb)
-    return (pack_payload(int(q), h, w, out["strings"], out["symbols_crc"],
-                         FLAG_GREY if grey else 0), _to_rgb(picture, h, w, grey), out["y16"])
+    flags = (FLAG_GREY if grey else 0) | (FLAG_OVERSAMPLED if oversampled else 0)
+    return (pack_payload(int(q), h, w, out["strings"], out["symbols_crc"], flags),
+            _to_rgb(picture, h, w, grey), out["y16"])
 
 
 def decode_rgb(model, payload: bytes, where: str = "") -> np.ndarray:
@@ -120,9 +188,12 @@ def decode_rgb_latent(model, payload: bytes, where: str = "") -> tuple:
     import torch
 
     from codecflow.codecs.learned.model import STRIDE
+    from codecflow.codecs.learned.oversample import halve
 
     q, h, w, strings, sym_crc, flags = unpack_payload(payload)
-    hp, wp = -(-h // STRIDE) * STRIDE, -(-w // STRIDE) * STRIDE
+    oversampled = bool(flags & FLAG_OVERSAMPLED)
+    ch, cw = (2 * h, 2 * w) if oversampled else (h, w)
+    hp, wp = -(-ch // STRIDE) * STRIDE, -(-cw // STRIDE) * STRIDE
     try:
         with torch.no_grad():
             y16, got = model.decompress(strings, (hp // STRIDE, wp // STRIDE))
@@ -131,6 +202,8 @@ def decode_rgb_latent(model, payload: bytes, where: str = "") -> tuple:
     layout.check_symbols(got, sym_crc, where)
     with torch.no_grad():
         picture = model.exact().synthesize(y16, q)
+    if oversampled:
+        picture = halve(picture, h, w)
     return _to_rgb(picture, h, w, bool(flags & FLAG_GREY)), y16
 
 
@@ -163,7 +236,7 @@ def resolve_device(device: str) -> str:
 class LearnedIntra(PictureCodec):
     """Compact hyperprior + checkerboard learned intra codec (our weights, see docs)."""
 
-    version = "2"
+    version = "3"
     verifies_symbols = True
 
     def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None,
@@ -190,7 +263,7 @@ class LearnedIntra(PictureCodec):
 
     def encode_picture_recon(self, frame: Frame, info: StreamInfo) -> tuple:
         rgb = colour.to_rgb(frame, info.matrix, info.range)
-        payload, picture = encode_rgb(self.model, rgb, self.q, self.refine_steps)
+        payload, picture = encode_best(self.model, rgb, self.q, self.refine_steps)
         return payload, colour.like(picture, info.pix_fmt, info.matrix, info.range)
 
     def decode_picture(self, payload: bytes, info: StreamInfo) -> Frame:

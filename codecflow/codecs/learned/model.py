@@ -30,11 +30,13 @@ from compressai.models.base import CompressionModel, get_scale_table
 from torch import nn
 
 from codecflow.codecs.learned.exact import (
-    ACT_FRAC, ACT_LIMIT, ExactConv, ExactSequential, ScaleIndex, round_half_up, to_fixed)
+    ACT_FRAC, ACT_LIMIT, ExactConv, ExactSequential, ScaleIndex, in_bands, round_half_up,
+    to_fixed)
 from codecflow.codecs.learned.layers import (
     MEAN_STEP, anchor_mask, cb_gather, cb_scatter, conv, deconv, grid_means, ste_round)
 
 STRIDE = 64  # total down-sampling incl. the hyperprior: pad pictures to a multiple of this
+Y_STRIDE = 16  # the latent y's down-sampling
 Y_FRAC = 4  # decoded latents lie on the 1/16 grid of the snapped means (MEAN_STEP)
 Y_LIMIT = 2.0 ** 24  # |latent| <= 2^20
 IG_FRAC = 16  # inverse gains: units of 2^-16
@@ -318,8 +320,12 @@ class ExactIntra:
         uint8 picture (padded size)."""
         ig = self.inv_gain[int(q)].view(1, -1, 1, 1)
         a = round_half_up(y_int * ig * 2.0 ** (ACT_FRAC - frac - IG_FRAC))
-        x = self.g_s(a.clamp_(-ACT_LIMIT, ACT_LIMIT))
-        return round_half_up(x * (255.0 * 2.0 ** -ACT_FRAC)).clamp_(0, 255).to(torch.uint8)
+
+        def picture(band: torch.Tensor) -> torch.Tensor:
+            x = self.g_s(band)
+            return round_half_up(x * (255.0 * 2.0 ** -ACT_FRAC)).clamp_(0, 255).to(torch.uint8)
+
+        return in_bands(picture, a.clamp_(-ACT_LIMIT, ACT_LIMIT), Y_STRIDE, self.g_s.row_halo())
 
 
 def entropy_tables(eb: EntropyBottleneck, gc: GaussianConditional) -> dict:

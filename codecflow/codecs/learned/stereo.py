@@ -1,7 +1,7 @@
 """learned-stereo: a joint stereo codec that codes the second view given the first.
 
-The first view (left by default) is coded exactly as learned-intra codes it: its record is a
-learned-intra payload. The first view's decoded picture is moved by a block disparity field the
+The first view (left by default) is coded as learned-intra codes it below q 48 (rate point q,
+never oversampled, at every q): its record is a learned-intra payload. The first view's decoded picture is moved by a block disparity field the
 encoder searches and signals (`warp.py`); learned-intra's analysis of it (exact) is the
 condition, and the second view's latent is coded by the conditional latent coder
 (`conditional.py`) given it; its picture comes from learned-intra's synthesis. The entropy model

@@ -1,7 +1,7 @@
 """learned-video: learned P-frames in closed GOPs, coded against the previous decoded frame.
 
-A GOP's first frame is coded exactly as learned-intra codes it (its record is a learned-intra
-payload). Every following frame is a P-frame: the previous decoded picture is moved by a block
+A GOP's first frame is coded as learned-intra codes it below q 48 (rate point q, never
+oversampled, at every q; its record is a learned-intra payload). Every following frame is a P-frame: the previous decoded picture is moved by a block
 motion field the encoder searches and signals (`warp.py`: the motion-compensated prediction
 x_c), learned-intra's analysis of x_c (exact) is the condition, and the frame's latent is coded
 by the conditional latent coder (`conditional.py`) given it. The coder's soft mask m in [0, 1]

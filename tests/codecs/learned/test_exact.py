@@ -85,6 +85,22 @@ def test_inexact_module_is_refused():
         exact.ExactSequential(torch.nn.Sequential(torch.nn.Sigmoid()), 0, 1.0)
 
 
+def test_banded_synthesis_is_the_same_picture(codec, monkeypatch):
+    """The synthesis runs in bands of rows (bounded memory for large pictures): with the
+    halo the net reaches, bands change no pixel; with one row less they would."""
+    ex = codec.model.exact()
+    torch.manual_seed(0)
+    y16 = torch.round(torch.randn(1, codec.model.M, 13, 9, dtype=torch.float64) * 40) * 16
+    whole = ex.synthesize(y16.clone(), 30)
+    monkeypatch.setattr(exact, "BAND_PIXELS", 2 * 9 * 16 * 16)  # bands of 2 latent rows
+    assert torch.equal(ex.synthesize(y16.clone(), 30), whole)
+    halo = ex.g_s.row_halo()
+    a = torch.round(torch.randn(1, codec.model.M, 13, 9, dtype=torch.float64) * 2 ** 14)
+    full = ex.g_s(a.clone())
+    assert torch.equal(exact.in_bands(ex.g_s, a.clone(), 16, halo), full)
+    assert not torch.equal(exact.in_bands(ex.g_s, a.clone(), 16, halo - 1), full)
+
+
 # ------------------------------------------------------------------ the cross-thread matrix
 def _encode(codec, w, h, kind, n_threads, seed=1):
     info = StreamInfo(width=w, height=h, pix_fmt="rgb24", views=2 if kind == "pair" else 1,
@@ -114,6 +130,26 @@ def test_encoder_threads_decode_to_their_crc(codec, w, h):
             decode_checked(codec, coded.records, info, "frame", strict=True)
 
 
+@pytest.fixture(scope="module")
+def oversampled(codec):
+    """learned-intra at a q coded in the oversampled mode (2x latents, integer halving)."""
+    from codecflow.codecs.learned.intra import OVERSAMPLE_FROM
+
+    return create_codec("learned-intra", q=OVERSAMPLE_FROM + 4)
+
+
+@pytest.mark.parametrize("w,h", [(1, 1), (97, 61), (333, 211)])
+def test_oversampled_pictures_decode_the_same_with_any_thread_count(oversampled, w, h):
+    from codecflow.codecs.learned.intra import FLAG_OVERSAMPLED
+
+    coded, info = _encode(oversampled, w, h, "frame", 2, seed=3)
+    assert coded.records[0].payload[3] & FLAG_OVERSAMPLED
+    for t in THREADS:
+        with threads(t):
+            out = decode_checked(oversampled, coded.records, info, "frame", strict=True)
+        assert np.array_equal(out[0].planes[0], coded.recon[0].planes[0])
+
+
 # ---------------------------------------------- another CPU code path, in another process
 DECODE_SCRIPT = r"""
 import json, sys, torch
@@ -133,12 +169,13 @@ print(json.dumps({"crcs": out, "threads": torch.get_num_threads(),
 """
 
 
-def test_decode_in_a_process_with_other_cpu_kernels(codec, tmp_path):
+def test_decode_in_a_process_with_other_cpu_kernels(codec, oversampled, tmp_path):
     """Scalar kernels (ATEN_CPU_CAPABILITY=default), MKL restricted to SSE4.2 and 3 threads:
-    a stand-in for another machine. Pictures must be bit-identical."""
+    a stand-in for another machine. Pictures must be bit-identical (the last one oversampled)."""
     jobs = []
-    for (w, h) in [(97, 61), (256, 160), (333, 211)]:
-        coded, _ = _encode(codec, w, h, "frame", 2, seed=11)
+    for c, (w, h) in [(codec, (97, 61)), (codec, (256, 160)), (codec, (333, 211)),
+                      (oversampled, (150, 90))]:
+        coded, _ = _encode(c, w, h, "frame", 2, seed=11)
         jobs.append({"payload": coded.records[0].payload.hex(),
                      "crc": coded.records[0].recon_crc})
     path = tmp_path / "jobs.json"
