@@ -69,8 +69,8 @@ def middle_frame(path: str, max_w: int = 768, max_h: int = 512) -> np.ndarray:
     import av
 
     with av.open(path) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    im = frames[len(frames) // 2]
+        frames = list(c.decode(video=0))
+        im = frames[len(frames) // 2].to_ndarray(format="rgb24")
     h, w = im.shape[:2]
     ch, cw = min(h, max_h), min(w, max_w)
     y0, x0 = (h - ch) // 2, (w - cw) // 2

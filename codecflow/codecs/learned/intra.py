@@ -102,23 +102,20 @@ def rd_cost(model, q: int, rgb: np.ndarray, picture: np.ndarray, n_bytes: int) -
     lambda(q) * 255^2 * MSE (on 0..1) + bits per pixel."""
     import torch
 
+    from codecflow.codecs.metrics import mse
+
     lam = float(model.pos_to_lambda(torch.tensor([model.q_to_pos(q)])))
-    mse = float(np.mean((picture.astype(np.float64) - rgb.astype(np.float64)) ** 2))
-    return lam * mse + n_bytes * 8 / (rgb.shape[0] * rgb.shape[1])
+    return lam * mse(picture, rgb) + n_bytes * 8 / (rgb.shape[0] * rgb.shape[1])
 
 
 def encode_best(model, rgb: np.ndarray, q: int, refine_steps: int = 0) -> tuple:
     """Code a picture at the codec's q (`coding_choices`) -> (payload, the decoded picture)."""
     choices = coding_choices(q)
-    best = None
-    for point, oversampled in choices:
-        payload, picture = encode_rgb(model, rgb, point, refine_steps, oversampled)
-        if len(choices) == 1:
-            return payload, picture
-        cost = rd_cost(model, choices[0][0], rgb, picture, len(payload))
-        if best is None or cost < best[0]:
-            best = (cost, payload, picture)
-    return best[1], best[2]
+    coded = [encode_rgb(model, rgb, point, refine_steps, oversampled)
+             for point, oversampled in choices]
+    if len(coded) == 1:
+        return coded[0]
+    return min(coded, key=lambda c: rd_cost(model, choices[0][0], rgb, c[1], len(c[0])))
 
 
 def _to_rgb(picture, h: int, w: int, grey: bool) -> np.ndarray:
