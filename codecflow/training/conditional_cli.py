@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from codecflow.training.options import given, track_given
+
 
 def _int_list(s: str) -> list:
     return [int(v) for v in s.split(",") if v.strip()] if s else []
@@ -46,6 +48,7 @@ def add_common_arguments(p: argparse.ArgumentParser, run_dir: str, crop: int = 1
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", metavar="PATH", default=None,
                    help="write fp16 weights from the run's checkpoint to PATH and exit")
+    track_given(p)  # last: the codec's own options come before these
 
 
 def command(module: str, word: str) -> str:
@@ -129,7 +132,7 @@ def run(args, codec: str, c_frac: int, build_examples, cmd: str) -> int:
            "val_every": int(args.val_every), "ckpt_every": float(args.ckpt_every),
            "log_every": int(args.log_every), "seed": int(args.seed),
            "latent_lambda": float(args.latent_lambda), "qs": list(args.qs),
-           "device": "cpu", "commands": [cmd]}
+           "device": "cpu", "commands": [cmd], "given": given(args)}
     task = ConditionalLatentTask(ys, cs, val, c_frac=c_frac, data_sets=sets, init_model=intra)
     res = run_loop(task, cfg)
     print(f"stopped at step {res['step']} ({res['elapsed'] / 3600:.2f} h)")

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from codecflow.training.datasets import default_data_root
+from codecflow.training.options import given, track_given
 
 
 def _int_list(s: str) -> list:
@@ -82,6 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-tables", metavar="PATH", default=None,
                    help="rewrite an older weights file (format 1) with its coding tables "
                         "(weights unchanged), update its manifest entry, and exit")
+    track_given(p)
 
 
 def _config(args) -> dict:
@@ -102,7 +104,7 @@ def _config(args) -> dict:
             "decay_time": list(args.decay_time), "device": args.device, "amp": args.amp,
             "time_limit": args.time_limit,
             "data_on_device": {"auto": None, "yes": True, "no": False}[args.data_on_device],
-            "commands": [_command()]}
+            "commands": [_command()], "given": given(args)}
 
 
 def _command() -> str:

@@ -34,6 +34,9 @@ from codecflow.training.task import Task
 OVERRIDABLE = ("steps", "lr", "warmup", "decay_at", "decay_factor", "clip", "val_every",
                "ckpt_every", "log_every", "threads", "batch", "device", "amp", "time_limit",
                "decay_time")
+# ... of which these belong to one call (when it stops, and the decays timed by its time
+# limit): always the new command line's, given or not
+PER_CALL = ("steps", "time_limit", "decay_time")
 
 
 def lr_at(step: int, cfg: dict, time_frac: float | None = None) -> float:
@@ -116,12 +119,16 @@ def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dic
     random.seed(cfg.get("seed", 0))
 
     rewarm = bool(cfg.get("rewarm"))
+    # the options written on a relaunch's command line (`options.given`); None: all of cfg's
+    # overridable keys replace the stored ones (callers that build cfg themselves)
+    given = cfg.pop("given", None)
+    given = None if given is None else set(given)
     state = None
     if ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         old = dict(state["config"])
         for k in OVERRIDABLE + tuple(task.overridable):
-            if k in cfg:
+            if k in cfg and (given is None or k in given or k in PER_CALL):
                 old[k] = cfg[k]
         old["commands"] = old.get("commands", []) + cfg.get("commands", [])
         cfg = old
@@ -201,6 +208,7 @@ def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dic
     done_here = 0
     last = {}
     bad = 0
+    skipped = 0  # steps skipped for a non-finite loss or gradient since the last log line
     save_ok = True
     try:
         stop_now = False  # agreed by all ranks (the flag travels in the step's all-reduce)
@@ -228,12 +236,16 @@ def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dic
             aux = 0.0 if aux_loss is None else aux_loss.item()
             sums = group.average(all_params, stats + [aux, float(stopper.flag), float(not finite)])
             stop_now = sums[4] > 0
-            if sums[5] > 0:
+            # a finite loss can still give an inf / NaN gradient; one such step would turn every
+            # weight into NaN (the clipping multiplies all gradients by the non-finite norm).
+            # The gradients are averaged over the ranks first, so all ranks agree to skip.
+            if sums[5] > 0 or not grads_finite(all_params):
                 bad += 1
+                skipped += 1
                 if bad > 20:
                     save_ok = False
-                    raise FloatingPointError(f"loss not finite for {bad} steps at step {step}; "
-                                             f"checkpoint left as it was")
+                    raise FloatingPointError(f"loss or gradients not finite for {bad} steps in "
+                                             f"a row at step {step}; checkpoint left as it was")
                 continue
             bad = 0
             if cfg.get("clip"):
@@ -261,13 +273,16 @@ def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dic
                         "lr": lr, "steps_per_s": n / max(1e-9, now - t_win),
                         "pixels_per_s": n * cfg["batch"] * task.samples_px(cfg)
                         / max(1e-9, now - t_win),
-                        "hours": elapsed / 3600, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                        "hours": elapsed / 3600, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "skipped": skipped}
                 log_f.write(json.dumps(last) + "\n")
                 log_f.flush()
                 print(f"step {step} loss {last['loss']:.4f} bpp {last['bpp']:.3f} "
                       f"psnr {last['psnr']:.2f} lr {lr:.2e} {last['steps_per_s']:.2f} it/s "
-                      f"{elapsed / 3600:.2f} h", flush=True)
-                t_win, s_win = now, 0
+                      f"{elapsed / 3600:.2f} h"
+                      + (f" ({skipped} steps skipped: not finite)" if skipped else ""),
+                      flush=True)
+                t_win, s_win, skipped = now, 0, 0
                 acc = dict.fromkeys(acc, 0.0)
             rows = (task.validate(model)
                     if cfg.get("val_every") and step % cfg["val_every"] == 0 else None)
@@ -294,6 +309,11 @@ def run(task: Task, cfg: dict, stop_after: int | None = None, group=None) -> dic
             signal.signal(sig, h)
     return {"step": step, "elapsed": elapsed, "last": last, "config": cfg,
             "replicas_identical": identical}
+
+
+def grads_finite(params: list) -> bool:
+    """True when no parameter has an inf or NaN gradient (missing gradients are fine)."""
+    return all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None)
 
 
 def _to_device(batch, device):

@@ -25,6 +25,7 @@ import numpy as np
 
 from codecflow.training.conditional_cli import _int_list, command
 from codecflow.training.datasets import default_data_root
+from codecflow.training.options import given, track_given
 from codecflow.training.task import NoAuxOptimizer, Task
 
 CACHE_VERSION = 1
@@ -70,6 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", metavar="PATH", default=None,
                    help="write fp16 weights from the run's checkpoint to PATH and exit")
+    track_given(p)
 
 
 # ------------------------------------------------------------------------------ the cache
@@ -339,7 +341,7 @@ def run(args) -> int:
                                          "decay_at", "decay_factor", "time_limit", "decay_time",
                                          "clip", "threads",
                                          "val_every", "ckpt_every", "log_every", "seed", "qs")}
-    cfg.update({"run_dir": args.run_dir, "commands": [cmd],
+    cfg.update({"run_dir": args.run_dir, "commands": [cmd], "given": given(args),
                 "arch": {"channels": args.channels, "layers": args.layers, "base": base}})
     out = loop.run(task, cfg)
     print(f"stopped at step {out['step']}")

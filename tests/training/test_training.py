@@ -59,6 +59,40 @@ def test_resume_and_export(tmp_path):
     assert len(ck2["config"]["commands"]) == 3
 
 
+def test_relaunch_keeps_the_options_it_is_not_given(tmp_path):
+    """A relaunch with only --run-dir continues as the run was started (a default must not
+    replace the stored learning rate, crop, batch, ...); what it writes on its command line
+    changes; a time limit belongs to one call only."""
+    run = tmp_path / "run"
+    assert image.main(["--run-dir", str(run), "--steps", "2", "--lr", "1e-3",
+                       "--time-limit", "600"] + ARGS) == 0
+    assert image.main(["--run-dir", str(run), "--steps", "3", "--synthetic"]) == 0
+    cfg = torch.load(run / "checkpoint.pt", weights_only=True)["config"]
+    assert (cfg["lr"], cfg["crop"], cfg["batch"], cfg["warmup"], cfg["val_every"]) == \
+        (1e-3, 64, 2, 2, 0)
+    assert cfg["time_limit"] is None and "given" not in cfg
+    assert json.loads((run / "log.jsonl").read_text().splitlines()[-1])["lr"] == 1e-3
+    assert image.main(["--run-dir", str(run), "--steps", "4", "--synthetic", "--lr", "2e-4",
+                       "--batch", "4"]) == 0
+    cfg = torch.load(run / "checkpoint.pt", weights_only=True)["config"]
+    assert (cfg["lr"], cfg["batch"], cfg["crop"]) == (2e-4, 4, 64)
+
+
+def test_given_options_are_tracked_from_either_command():
+    import argparse
+
+    from codecflow.cli import build_parser
+    from codecflow.training.options import given
+
+    p = argparse.ArgumentParser()
+    image.add_arguments(p)
+    assert given(p.parse_args(["--lr", "1e-4", "--decay-at", "5,6", "--synthetic"])) == \
+        ["decay_at", "lr", "synthetic"]
+    assert given(p.parse_args([])) == []
+    args = build_parser("train").parse_args(["train", "image", "--batch", "4", "--crop", "64"])
+    assert given(args) == ["batch", "crop"]
+
+
 def test_dataset_crops_and_lr_schedule():
     import numpy as np
 
