@@ -174,13 +174,15 @@ def encode_rgb_latent(model, rgb: np.ndarray, q: int, refine_steps: int = 0,
             _to_rgb(picture, h, w, grey), out["y16"])
 
 
-def decode_rgb(model, payload: bytes, where: str = "") -> np.ndarray:
+def decode_rgb(model, payload: bytes, where: str = "", size: tuple | None = None) -> np.ndarray:
     """payload bytes -> uint8 H x W x 3 RGB. Raises SymbolMismatch when the decoded latents
-    are not the ones the encoder coded (corrupt or incompatible stream)."""
-    return decode_rgb_latent(model, payload, where)[0]
+    are not the ones the encoder coded (corrupt or incompatible stream). ``size``: the
+    stream's (height, width); a payload of another size is refused before anything is
+    decoded (a corrupt header must not make the decoder allocate for a huge picture)."""
+    return decode_rgb_latent(model, payload, where, size)[0]
 
 
-def decode_rgb_latent(model, payload: bytes, where: str = "") -> tuple:
+def decode_rgb_latent(model, payload: bytes, where: str = "", size: tuple | None = None) -> tuple:
     """-> (uint8 H x W x 3 RGB, the decoded latent in 1/16 units)."""
     import torch
 
@@ -188,6 +190,9 @@ def decode_rgb_latent(model, payload: bytes, where: str = "") -> tuple:
     from codecflow.codecs.learned.oversample import halve
 
     q, h, w, strings, sym_crc, flags = unpack_payload(payload)
+    if size is not None and (h, w) != tuple(size):
+        raise CodecError(f"{where}learned-intra payload holds a {w}x{h} picture, the stream is "
+                         f"{size[1]}x{size[0]}")
     oversampled = bool(flags & FLAG_OVERSAMPLED)
     ch, cw = (2 * h, 2 * w) if oversampled else (h, w)
     hp, wp = -(-ch // STRIDE) * STRIDE, -(-cw // STRIDE) * STRIDE
@@ -264,8 +269,5 @@ class LearnedIntra(PictureCodec):
         return payload, colour.like(picture, info.pix_fmt, info.matrix, info.range)
 
     def decode_picture(self, payload: bytes, info: StreamInfo) -> Frame:
-        rgb = decode_rgb(self.model, payload)
-        if rgb.shape[:2] != (info.height, info.width):
-            raise CodecError(f"learned-intra payload holds a {rgb.shape[1]}x{rgb.shape[0]} "
-                             f"picture, the stream is {info.width}x{info.height}")
+        rgb = decode_rgb(self.model, payload, size=(info.height, info.width))
         return colour.like(rgb, info.pix_fmt, info.matrix, info.range)

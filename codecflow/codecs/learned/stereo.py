@@ -240,7 +240,8 @@ class LearnedStereo(Codec):
         out, refs = {}, {}
         for (fi, view), r in sorted(by_view.items()):  # first-coded views first
             if r.payload[0] == INTRA_MAGIC:
-                rgb, _ = decode_rgb_latent(self.intra, r.payload)
+                rgb, _ = decode_rgb_latent(self.intra, r.payload, f"frame {fi} view {view}: ",
+                                           (info.height, info.width))
                 refs[(fi, view)] = rgb
                 out[(fi, view)] = self._frame(rgb, info)
         for (fi, view), r in sorted(by_view.items()):

@@ -121,13 +121,10 @@ class LearnedStereoSI(Codec):
                                  f"an empty payload")
             where = f"frame {r.frame_index} view {r.view}: "
             qs[(r.frame_index, r.view)] = unpack_payload(r.payload)[0]
-            plain[(r.frame_index, r.view)] = decode_rgb(self.intra, r.payload, where)
+            plain[(r.frame_index, r.view)] = decode_rgb(self.intra, r.payload, where,
+                                                        (info.height, info.width))
         out = {}
         for (fi, view), rgb in plain.items():
-            if rgb.shape[:2] != (info.height, info.width):
-                raise CodecError(f"learned-stereo-si payload holds a {rgb.shape[1]}x"
-                                 f"{rgb.shape[0]} picture, the stream is {info.width}x"
-                                 f"{info.height}")
             if info.unit_kind == "pair":
                 rgb, status = self.side.refine(rgb, plain.get((fi, 1 - view)),
                                                qs[(fi, view)], VIEWS[view])

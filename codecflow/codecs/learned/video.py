@@ -148,7 +148,8 @@ class LearnedVideo(Codec):
             if not r.payload:
                 raise CodecError(f"learned-video: {where}empty payload")
             if r.payload[0] == INTRA_MAGIC:
-                rgb, _ = decode_rgb_latent(self.intra, r.payload, where)
+                rgb, _ = decode_rgb_latent(self.intra, r.payload, where,
+                                           (info.height, info.width))
             elif r.payload[0] == MAGIC:
                 if ref is None or prev != r.frame_index - 1:
                     raise CodecError(f"learned-video: {where}a P-frame without the frame "

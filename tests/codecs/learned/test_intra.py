@@ -336,3 +336,19 @@ def test_unknown_payload_flag_refused(codec):
     payload = pack_payload(10, 8, 8, [b"", b"", b""], 0, flags=0x04)
     with pytest.raises(CodecError, match="flags 0x04"):
         unpack_payload(payload)
+
+
+def test_payload_of_another_size_refused_before_decoding(codec):
+    """A payload whose header claims another size than the stream's is refused by name,
+    before the decoder allocates anything for it: here a valid 50x30 payload re-labelled
+    65535x65535 and oversampled (decoding it would need terabytes)."""
+    from codecflow.codecs.learned.intra import FLAG_OVERSAMPLED, pack_payload, unpack_payload
+
+    info = StreamInfo(width=50, height=30, pix_fmt="rgb24")
+    payload = codec.encode_picture(Frame.rgb(_image(30, 50)), info)
+    with pytest.raises(CodecError, match="holds a 50x30 picture, the stream is 51x30"):
+        codec.decode_picture(payload, StreamInfo(width=51, height=30, pix_fmt="rgb24"))
+    q, _, _, strings, crc, flags = unpack_payload(payload)
+    huge = pack_payload(q, 65535, 65535, strings, crc, flags | FLAG_OVERSAMPLED)
+    with pytest.raises(CodecError, match="holds a 65535x65535 picture, the stream is 50x30"):
+        codec.decode_picture(huge, info)

@@ -82,6 +82,10 @@ def test_incomplete_or_damaged_gops_are_errors(weights):
     bad[-2] ^= 0x55
     with pytest.raises(CodecError, match="corrupt"):
         codec.decode([recs[0], Record(1, 0, bytes(bad), recs[1].recon_crc)], info)
+    other = StreamInfo(width=64, height=50, pix_fmt="yuv420p", unit_kind="gop", gop=3)
+    with pytest.raises(CodecError, match="frame 0: learned-intra payload holds a 64x48 picture, "
+                                         "the stream is 64x50"):
+        codec.decode(recs, other)  # refused before the GOP's first picture is decoded
 
 
 def test_parameters_and_stereo_sources(weights):
