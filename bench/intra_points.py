@@ -101,6 +101,9 @@ def main(argv=None) -> int:
     ap.add_argument("--q", default="0,21,42,63", help="comma-separated q values")
     ap.add_argument("--images", type=int, default=24, help="N Kodak pictures (in name order)")
     ap.add_argument("--skip", type=int, default=0, help="after skipping the first K")
+    ap.add_argument("--pictures", default=None, metavar="NAMES",
+                    help="these Kodak pictures instead (comma-separated, e.g. the validation "
+                         "split kodim01,kodim04,kodim07,kodim14,kodim19,kodim23)")
     ap.add_argument("--refine-steps", type=int, default=0,
                     help="encoder-side latent search steps (0: the analysis's latent)")
     ap.add_argument("--no-cap", action="store_true", help="skip the transforms' ceiling")
@@ -134,6 +137,12 @@ def main(argv=None) -> int:
         where = "clips' middle frames"
     else:
         files = sorted(glob.glob(str(Path(a.kodak) / "*.png")))[a.skip:a.skip + a.images]
+        if a.pictures:
+            files = [str(Path(a.kodak) / f"{n.strip()}.png") for n in a.pictures.split(",")]
+            missing = [f for f in files if not Path(f).is_file()]
+            if missing:
+                print(f"error: no such picture: {', '.join(missing)}", file=sys.stderr)
+                return 2
         images = [np.ascontiguousarray(cv2.imread(f, cv2.IMREAD_COLOR)[..., ::-1])
                   for f in files]
         where = "Kodak pictures"

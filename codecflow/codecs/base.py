@@ -42,6 +42,11 @@ class Codec:
         """Short sha256 of the weights the codec runs (learned codecs); '' for classical ones."""
         return ""
 
+    def accepts_weights(self, stream_id: str) -> bool:
+        """Whether a stream whose header names weights ``stream_id`` decodes with this codec's
+        weights."""
+        return stream_id == self.weights_id
+
     def encode(self, unit: Unit) -> CodedUnit:
         raise NotImplementedError
 

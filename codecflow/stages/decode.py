@@ -27,7 +27,7 @@ def codec_for_header(h: dict, path: str, device: str = "cpu"):
         codec = create_codec(h["codec"], q=h["q"], device=device)
     except CodecflowError as e:
         raise CodecError(f"{path}: cannot create codec {h['codec']!r}: {e}") from None
-    if h.get("weights") and codec.weights_id and h["weights"] != codec.weights_id:
+    if h.get("weights") and codec.weights_id and not codec.accepts_weights(h["weights"]):
         raise CodecError(f"{path}: coded with {h['codec']} weights {h['weights']}, but the "
                          f"installed weights are {codec.weights_id}; decode with the same "
                          f"weights")
@@ -88,8 +88,11 @@ def side_info_codec(h: dict, path: str, device: str):
         raise CodecError(f"{path}: --side-info takes a mono stream; this one holds stereo "
                          f"pairs (each view is refined with the other without it)")
     codec = LearnedStereoSI(q=h["q"], device=device)
-    mine = codec.weights_id if h["codec"] == "learned-stereo-si" else codec.intra_id
-    if h.get("weights") and h["weights"] != mine:
+    if h["codec"] == "learned-stereo-si":
+        mine, ok = codec.weights_id, h.get("weights") == codec.weights_id
+    else:
+        mine, ok = codec.intra_id, codec.accepts_intra_weights(h.get("weights"))
+    if h.get("weights") and not ok:
         raise CodecError(f"{path}: coded with {h['codec']} weights {h['weights']}, but the "
                          f"installed weights are {mine}; decode with the same weights")
     return codec

@@ -69,6 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambdas", type=_float_list, default=None,
                    help="rate anchors, comma-separated, increasing (new runs only; default "
                         "0.0018,0.0048,0.013,0.0348,0.0932): q 0..63 spans them")
+    p.add_argument("--oversampled", action="store_true",
+                   help="train the model of learned-intra's oversampled mode (q 48..63: the "
+                        "picture coded at 2x, the distortion of its 2x2 means; new runs only, "
+                        "start it --init-from weights/learned_intra.pt; export it to "
+                        "weights/learned_intra_2x.pt)")
     p.add_argument("--init-from", default=None,
                    help="start a new run from shipped weights (e.g. weights/learned_intra.pt)")
     p.add_argument("--val-dir", default=str(root / "images" / "kodak"),
@@ -97,7 +102,8 @@ def _config(args) -> dict:
             "threads": int(args.threads), "arch": {"N": args.N, "M": args.M,
                                                    **({"lambdas": list(args.lambdas)}
                                                       if args.lambdas else {})},
-            "init_from": args.init_from, "val_dir": str(args.val_dir),
+            "init_from": args.init_from, "oversampled": bool(args.oversampled),
+            "val_dir": str(args.val_dir),
             "val_every": int(args.val_every), "ckpt_every": float(args.ckpt_every),
             "log_every": int(args.log_every), "seed": int(args.seed),
             "synthetic": bool(args.synthetic), "rewarm": bool(args.rewarm),
@@ -144,6 +150,10 @@ def export(run_dir: str | Path, out: str | Path) -> dict:
         "batch": cfg["batch"], "lr": cfg["lr"], "decay_at": cfg.get("decay_at", []),
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"), "export_command": _command(),
     }
+    if cfg.get("oversampled"):  # learned-intra's second model (its oversampled mode)
+        training["oversampled"] = True
+        training["init_from"] = cfg.get("init_from")
+        return W.save_weights(model, out, training, codec=W.OVERSAMPLED_KEY)
     return W.save_weights(model, out, training)
 
 

@@ -4,6 +4,12 @@ Random crops of the training pictures; each sample gets a random rate position p
 [0, K-1] (its lambda interpolated log-linearly between the anchors), loss
 lambda * 255^2 * MSE + bpp; validation is real coding (exact integer decoding, bytes of the
 payload) of a few Kodak pictures at a few q.
+
+``oversampled`` (`--oversampled`): the model of learned-intra's oversampled mode. Each crop
+is coded at 2x as the encoder codes it (`oversample.upsample2`), the distortion is that of the
+reconstruction's 2x2 means against the crop (what the decoder's `halve` shows), the bits are
+weighed per pixel of the 2x picture, and the rate positions are those the mode may use
+(OVERSAMPLED_RATES).
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from codecflow.training.losses import rd_loss
 from codecflow.training.task import Task
 
 VAL_QS = (0, 21, 42, 63)
+OVERSAMPLED_RATES = (4, 63)  # the rate points an oversampled model trains over
+OVERSAMPLED_VAL_QS = (14, 34, 49, 63)
 VAL_KODAK = ("kodim01.png", "kodim04.png", "kodim07.png", "kodim14.png", "kodim19.png",
              "kodim23.png")
 
@@ -69,8 +77,9 @@ def load_val_images(cfg: dict) -> list:
     return out
 
 
-def validate(model, images: list, qs=VAL_QS) -> list:
-    """Real compress / decompress -> [{"q", "bpp", "psnr_rgb", "enc_s", "dec_s"}] (means)."""
+def validate(model, images: list, qs=VAL_QS, oversampled: bool = False) -> list:
+    """Real compress / decompress -> [{"q", "bpp", "psnr_rgb", "enc_s", "dec_s"}] (means);
+    ``oversampled``: coded in the oversampled mode."""
     from codecflow.codecs.learned.intra import decode_rgb, encode_rgb
     from codecflow.codecs.metrics import psnr
 
@@ -82,7 +91,7 @@ def validate(model, images: list, qs=VAL_QS) -> list:
         bpp, ps, te, td = [], [], 0.0, 0.0
         for img in images:
             t0 = time.perf_counter()
-            payload, _ = encode_rgb(model, img, q)
+            payload, _ = encode_rgb(model, img, q, oversampled=oversampled)
             t1 = time.perf_counter()
             rec = decode_rgb(model, payload)
             td += time.perf_counter() - t1
@@ -110,6 +119,7 @@ class IntraTask(Task):
     def __init__(self, images: list, data_sets: list | None = None):
         self.images, self.data_sets = images, list(data_sets or [])
         self.val_images: list = []
+        self.oversampled = False
 
     def prepare(self, cfg: dict):
         if not cfg.get("init_from"):
@@ -143,6 +153,7 @@ class IntraTask(Task):
 
     def data(self, cfg: dict, device):
         self.val_images = load_val_images(cfg)
+        self.oversampled = bool(cfg.get("oversampled"))
         on_device = cfg.get("data_on_device")
         if on_device is None:
             on_device = device.type != "cpu"
@@ -157,9 +168,21 @@ class IntraTask(Task):
     def loss(self, model, x, amp_dtype) -> dict:
         if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        pos = (torch.rand(x.shape[0]) * (model.K - 1)).to(x.device)
-        out = model(x, pos, amp_dtype)
-        return rd_loss(out, x, model.pos_to_lambda(pos))
+        if not self.oversampled:
+            pos = (torch.rand(x.shape[0]) * (model.K - 1)).to(x.device)
+            return rd_loss(model(x, pos, amp_dtype), x, model.pos_to_lambda(pos))
+        from codecflow.codecs.learned.oversample import upsample2
+
+        lo, hi = (model.q_to_pos(q) for q in OVERSAMPLED_RATES)
+        pos = (lo + torch.rand(x.shape[0]) * (hi - lo)).to(x.device)
+        with torch.no_grad():
+            x2 = upsample2(x)
+        out = model(x2, pos, amp_dtype)
+        out["x_hat"] = torch.nn.functional.avg_pool2d(out["x_hat"], 2)
+        # the rate weighed per pixel of the 2x picture (lambda x 4 against bits per pixel of
+        # the crop): the trade-off the model makes when it codes a 2x picture, so each rate
+        # point keeps about the reach it has there (up to ~41 dB on Kodak at rate point 63)
+        return rd_loss(out, x, 4.0 * model.pos_to_lambda(pos))
 
     def samples_px(self, cfg: dict) -> int:
         return int(cfg["crop"]) ** 2
@@ -168,7 +191,8 @@ class IntraTask(Task):
         if not self.val_images:
             return None
         dev = next(model.parameters()).device
-        return validate(model if dev.type == "cpu" else _cpu_copy(model), self.val_images)
+        return validate(model if dev.type == "cpu" else _cpu_copy(model), self.val_images,
+                        OVERSAMPLED_VAL_QS if self.oversampled else VAL_QS, self.oversampled)
 
     def describe(self, rows: list) -> str:
         return "  ".join(f"q{r['q']}: {r['bpp']:.3f} bpp {r['psnr_rgb']:.2f} dB" for r in rows)

@@ -78,6 +78,44 @@ def test_relaunch_keeps_the_options_it_is_not_given(tmp_path):
     assert (cfg["lr"], cfg["batch"], cfg["crop"]) == (2e-4, 4, 64)
 
 
+def test_oversampled_model_trains_resumes_and_exports_beside_the_main_one(tmp_path):
+    """--oversampled trains the model of learned-intra's oversampled mode (2x crops, the
+    distortion of their 2x2 means); a relaunch keeps it; the export is listed as
+    learned-intra-2x, and learned-intra picks it up from beside its main weights."""
+    import shutil
+
+    from codecflow.codecs.learned import weights as W
+
+    run = tmp_path / "run"
+    assert image.main(["--run-dir", str(run), "--steps", "2", "--oversampled"] + ARGS) == 0
+    assert image.main(["--run-dir", str(run), "--steps", "3", "--synthetic"]) == 0
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ck["config"]["oversampled"] is True and ck["step"] == 3
+    rows = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == r["loss"] for r in rows)
+    main_run = tmp_path / "main"
+    assert image.main(["--run-dir", str(main_run), "--steps", "1"] + ARGS) == 0
+    folder = tmp_path / "weights"
+    assert image.main(["--run-dir", str(main_run), "--export",
+                       str(folder / "learned_intra.pt")]) == 0
+    assert image.main(["--run-dir", str(run), "--export",
+                       str(folder / "learned_intra_2x.pt")]) == 0
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest[W.OVERSAMPLED_KEY]["training"]["oversampled"] is True
+    model, _ = W.load_intra_model(folder / "learned_intra.pt")
+    assert model.oversampled_sha == manifest[W.OVERSAMPLED_KEY]["sha256"]
+    # a file in its place that is not the one the manifest lists is refused
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    for name in ("learned_intra.pt", "manifest.json"):
+        shutil.copy(folder / name, stray / name)
+    shutil.copy(folder / "learned_intra.pt", stray / "learned_intra_2x.pt")
+    from codecflow.errors import CodecError
+
+    with pytest.raises(CodecError, match="learned_intra_2x.pt has sha256"):
+        W.load_intra_model(stray / "learned_intra.pt")
+
+
 def test_given_options_are_tracked_from_either_command():
     import argparse
 

@@ -145,13 +145,21 @@ class ExactGDN:
         beta = gdn.beta_reparam(gdn.beta).detach().to(torch.float64)
         gamma = gdn.gamma_reparam(gdn.gamma).detach().to(torch.float64).reshape(c, c, 1, 1)
         s = channel_shift(gamma, 0, GDN_WEIGHT_BITS)
-        self.gamma = round_half_up(gamma * torch.exp2(s).view(-1, 1, 1, 1))
-        self.beta = round_half_up(beta * torch.exp2(s + SQ_FRAC)).view(1, -1, 1, 1)
+        # a channel whose gamma row is tiny next to its beta gets a large shift that would
+        # push beta's integer past 2^53: lower that channel's shift one bit at a time until
+        # the channel's worst sum fits (never changes a channel that fits already)
+        for _ in range(2100):  # more than float64's exponent range
+            g_int = round_half_up(gamma * torch.exp2(s).view(-1, 1, 1, 1))
+            b_int = round_half_up(beta * torch.exp2(s + SQ_FRAC))
+            worst = g_int.abs().sum(dim=[1, 2, 3]) * SQ_LIMIT + b_int.abs()
+            over = worst >= EXACT
+            if not bool(over.any()):
+                break
+            s = torch.where(over, s - 1, s)
+        self.gamma, self.beta = g_int, b_int.view(1, -1, 1, 1)
         self.unscale = torch.exp2(-(s + SQ_FRAC)).view(1, -1, 1, 1)
         self.inverse, self.f = bool(gdn.inverse), f
-        worst = float((self.gamma.abs().sum(dim=[1, 2, 3]) * SQ_LIMIT
-                       + self.beta.abs().flatten()).max())
-        if worst >= EXACT:
+        if bool(over.any()):
             raise ExactnessError(f"{what}: weights too large for exact integer decoding")
 
     def to(self, device) -> "ExactGDN":

@@ -7,7 +7,9 @@ Payload (see docs/bitstream.md, "learned-intra payload"):
     1      1     payload version (2)
     2      1     q (0..63)
     3      1     flags: 0x01 grey picture (R = G = B; decoded to grey);
-                       0x02 oversampled (the latents code the picture at 2H x 2W)
+                       0x02 oversampled (the latents code the picture at 2H x 2W);
+                       0x04 (with 0x02) coded by the oversampled mode's own model
+                            (learned_intra_2x.pt), not by the main one
     4      2     original height (u16, little endian)
     6      2     original width  (u16)
     8      4     length of the z string (u32)
@@ -27,6 +29,7 @@ a rate point and, at the top of the range, the oversampled mode (`coding_choices
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,11 +45,22 @@ PAYLOAD_VERSION = 2
 _HEAD = struct.Struct("<BBBBHH")  # format byte, version, q, flags, height, width
 FLAG_GREY = 0x01
 FLAG_OVERSAMPLED = 0x02
-FLAGS = FLAG_GREY | FLAG_OVERSAMPLED
-ADAPTIVE_FROM = 48     # codec q from which the encoder also tries coding the picture at 2x ...
-OVERSAMPLE_FROM = 58   # ... and from which it always does
-OVERSAMPLED_OFFSET = 34  # q - this: the model's rate point of the 2x picture for q 48..57
-OVERSAMPLED_LOW = 27   # its rate point at q 58 (above what q 57's choice reaches), up to 63
+FLAG_OWN_MODEL = 0x04
+FLAGS = FLAG_GREY | FLAG_OVERSAMPLED | FLAG_OWN_MODEL
+
+
+class QMap(NamedTuple):
+    """How the codec's q maps to coding choices (`coding_choices`)."""
+    adaptive_from: int    # codec q from which the encoder also tries coding the picture at 2x
+    oversample_from: int  # ... and from which it always does
+    offset: int           # q - offset: the rate point of the 2x picture in the adaptive range
+    low: int              # the 2x rate point at oversample_from (then evenly up to 63)
+
+
+# the oversampled mode coded by the main model (no learned_intra_2x.pt installed)
+SAME_MODEL_QMAP = QMap(48, 58, 34, 27)
+# ... by its own model (learned_intra_2x.pt)
+OWN_MODEL_QMAP = QMap(48, 58, 34, 27)
 N_STRINGS = 3  # z, y anchors, y non-anchors
 MAX_SIDE = 65535
 MAX_REFINE_STEPS = 1000
@@ -67,34 +81,44 @@ def unpack_payload(data: bytes) -> tuple:
         raise CodecError(f"{what} payload version 1 (float entropy parameters, made before "
                          f"exact decoding) is not supported; re-encode the source")
     _, _, q, flags, h, w = layout.read_head(data, _HEAD, N_STRINGS, MAGIC, PAYLOAD_VERSION, what)
-    if q > 63 or h == 0 or w == 0 or flags & ~FLAGS:
+    if q > 63 or h == 0 or w == 0 or flags & ~FLAGS or (
+            flags & FLAG_OWN_MODEL and not flags & FLAG_OVERSAMPLED):
         raise CodecError(f"{what} payload header invalid: q={q}, size {w}x{h}, "
                          f"flags 0x{flags:02x}")
     strings, sym_crc = layout.unpack(data, _HEAD.size, N_STRINGS, True, what)
     return q, h, w, strings, sym_crc, flags
 
 
-def coding_choices(q: int) -> list:
+def coding_choices(q: int, own_model: bool = False) -> list:
     """The codec's q (0..63) -> the ways the encoder tries: [(the model's rate point, oversampled?),
     ...]. With two, it keeps the one of lower `rd_cost` (the payload says which it is).
+    ``own_model``: the oversampled mode has its own model (OWN_MODEL_QMAP, else
+    SAME_MODEL_QMAP).
 
-    * q < ADAPTIVE_FROM: the picture as it is, at rate point q (the learned stereo and video
+    * q < adaptive_from: the picture as it is, at rate point q (the learned stereo and video
       codecs code their pictures this way at every q).
-    * ADAPTIVE_FROM <= q < OVERSAMPLE_FROM: as it is at rate point q, or at 2x (`oversample.py`)
-      at rate point q - OVERSAMPLED_OFFSET, whichever costs less for this picture.
-    * q >= OVERSAMPLE_FROM: at 2x, rate points OVERSAMPLED_LOW .. 63 spread evenly.
+    * adaptive_from <= q < oversample_from: as it is at rate point q, or at 2x
+      (`oversample.py`) at rate point q - offset, whichever costs less for this picture.
+    * q >= oversample_from: at 2x, rate points low .. 63 spread evenly.
 
     The boundaries were chosen by measurement on held-out pictures and Kodak's validation
     pictures (docs/training.md, "High quality: the oversampled mode")."""
     q = int(q)
     if not 0 <= q <= 63:
         raise CodecError(f"learned-intra: q must be 0..63, got {q}")
-    if q < ADAPTIVE_FROM:
+    m = OWN_MODEL_QMAP if own_model else SAME_MODEL_QMAP
+    if q < m.adaptive_from:
         return [(q, False)]
-    if q < OVERSAMPLE_FROM:
-        return [(q, False), (q - OVERSAMPLED_OFFSET, True)]
-    step = (63 - OVERSAMPLED_LOW) / (63 - OVERSAMPLE_FROM)
-    return [(round(OVERSAMPLED_LOW + (q - OVERSAMPLE_FROM) * step), True)]
+    if q < m.oversample_from:
+        return [(q, False), (q - m.offset, True)]
+    step = (63 - m.low) / (63 - m.oversample_from)
+    return [(round(m.low + (q - m.oversample_from) * step), True)]
+
+
+def oversampled_model(model):
+    """The model that codes the oversampled mode: its own (`weights.load_intra_model`
+    attaches it), else the main model."""
+    return getattr(model, "oversampled_model", None) or model
 
 
 def rd_cost(model, q: int, rgb: np.ndarray, picture: np.ndarray, n_bytes: int) -> float:
@@ -110,7 +134,7 @@ def rd_cost(model, q: int, rgb: np.ndarray, picture: np.ndarray, n_bytes: int) -
 
 def encode_best(model, rgb: np.ndarray, q: int, refine_steps: int = 0) -> tuple:
     """Code a picture at the codec's q (`coding_choices`) -> (payload, the decoded picture)."""
-    choices = coding_choices(q)
+    choices = coding_choices(q, oversampled_model(model) is not model)
     coded = [encode_rgb(model, rgb, point, refine_steps, oversampled)
              for point, oversampled in choices]
     if len(coded) == 1:
@@ -157,19 +181,21 @@ def encode_rgb_latent(model, rgb: np.ndarray, q: int, refine_steps: int = 0,
     h, w = rgb.shape[:2]
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
         raise CodecError(f"learned-intra: picture {w}x{h} is outside 1..{MAX_SIDE} per side")
-    dev = next(model.parameters()).device
+    coder = oversampled_model(model) if oversampled else model
+    dev = next(coder.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)[None].float()
     x = x / 255.0
     coded = (2 * h, 2 * w) if oversampled else (h, w)
     with torch.no_grad():
         if oversampled:
             x = upsample2(x)
-        out = model.compress(model.pad(x), int(q), int(refine_steps), coded)
-        picture = model.exact().synthesize(out["y16"], int(q))
+        out = coder.compress(coder.pad(x), int(q), int(refine_steps), coded)
+        picture = coder.exact().synthesize(out["y16"], int(q))
     if oversampled:
         picture = halve(picture, h, w)
     grey = is_grey(rgb)
-    flags = (FLAG_GREY if grey else 0) | (FLAG_OVERSAMPLED if oversampled else 0)
+    flags = (FLAG_GREY if grey else 0) | (FLAG_OVERSAMPLED if oversampled else 0) | (
+        FLAG_OWN_MODEL if coder is not model else 0)
     return (pack_payload(int(q), h, w, out["strings"], out["symbols_crc"], flags),
             _to_rgb(picture, h, w, grey), out["y16"])
 
@@ -194,19 +220,40 @@ def decode_rgb_latent(model, payload: bytes, where: str = "", size: tuple | None
         raise CodecError(f"{where}learned-intra payload holds a {w}x{h} picture, the stream is "
                          f"{size[1]}x{size[0]}")
     oversampled = bool(flags & FLAG_OVERSAMPLED)
+    coder = model
+    if flags & FLAG_OWN_MODEL:
+        coder = oversampled_model(model)
+        if coder is model:
+            raise CodecError(f"{where}learned-intra payload was coded by the oversampled mode's "
+                             f"own model (learned_intra_2x.pt next to the main weights), which "
+                             f"is not installed here")
     ch, cw = (2 * h, 2 * w) if oversampled else (h, w)
     hp, wp = -(-ch // STRIDE) * STRIDE, -(-cw // STRIDE) * STRIDE
     try:
         with torch.no_grad():
-            y16, got = model.decompress(strings, (hp // STRIDE, wp // STRIDE))
+            y16, got = coder.decompress(strings, (hp // STRIDE, wp // STRIDE))
     except Exception as e:  # noqa: BLE001 - rANS / shape errors from a bad stream
         raise CodecError(f"{where}learned-intra payload cannot be decoded: {e}") from e
     layout.check_symbols(got, sym_crc, where)
     with torch.no_grad():
-        picture = model.exact().synthesize(y16, q)
+        picture = coder.exact().synthesize(y16, q)
     if oversampled:
         picture = halve(picture, h, w)
     return _to_rgb(picture, h, w, bool(flags & FLAG_GREY)), y16
+
+
+def intra_weights_id(model, sha: str) -> str:
+    """What a learned-intra stream's header names as its weights: the main model's short
+    sha256, then "+" and the oversampled mode's own model's where it has one."""
+    own = getattr(model, "oversampled_sha", None)
+    return sha[:12] + (f"+{own[:12]}" if own else "")
+
+
+def accepts_intra_weights(model, sha: str, stream_id: str) -> bool:
+    """Whether a stream whose header names ``stream_id`` decodes with these weights: the same
+    ones, or the same main model for a stream coded without an oversampled model of its own
+    (its payloads never ask for one)."""
+    return stream_id in (intra_weights_id(model, sha), sha[:12])
 
 
 def check_refine_steps(value, codec: str) -> int:
@@ -238,7 +285,7 @@ def resolve_device(device: str) -> str:
 class LearnedIntra(PictureCodec):
     """Compact hyperprior + checkerboard learned intra codec (our weights, see docs)."""
 
-    version = "3"
+    version = "4"
     verifies_symbols = True
 
     def __init__(self, q: int = 32, device: str = "cpu", weights: str | None = None,
@@ -258,7 +305,10 @@ class LearnedIntra(PictureCodec):
 
     @property
     def weights_id(self) -> str:
-        return self._sha[:12]
+        return intra_weights_id(self.model, self._sha)
+
+    def accepts_weights(self, stream_id: str) -> bool:
+        return accepts_intra_weights(self.model, self._sha, stream_id)
 
     def encode_picture(self, frame: Frame, info: StreamInfo) -> bytes:
         return self.encode_picture_recon(frame, info)[0]

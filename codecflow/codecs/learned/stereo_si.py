@@ -23,7 +23,8 @@ import numpy as np
 from codecflow.codecs import colour
 from codecflow.codecs.base import Codec
 from codecflow.codecs.learned.intra import (
-    check_refine_steps, decode_rgb, encode_rgb, resolve_device, unpack_payload)
+    accepts_intra_weights, check_refine_steps, decode_rgb, encode_rgb, intra_weights_id,
+    resolve_device, unpack_payload)
 from codecflow.codecs.registry import CodecSpec, register
 from codecflow.data import FLAG_INTRA, FLAG_VIEW_RIGHT, CodedUnit, Record, StreamInfo, Unit
 from codecflow.errors import CodecError
@@ -70,7 +71,8 @@ class LearnedStereoSI(Codec):
         self.device = resolve_device(device)
         self.intra, intra_sha = W.load_intra_model(
             intra_weights or W.default_path("learned-intra"), self.device)
-        self.intra_id = intra_sha[:12]
+        self.intra_id = intra_weights_id(self.intra, intra_sha)  # learned-intra streams'
+        self._intra_sha = intra_sha
         self.side = SideInfoDecoder(intra_sha, self.device, weights)
         # (frame index, view) -> status of the last unit decoded ("refined", "no side
         # information", ...): what `decoding.decode_unit` and the decode summary report
@@ -80,6 +82,11 @@ class LearnedStereoSI(Codec):
     @property
     def weights_id(self) -> str:
         return self.side.sha[:12]
+
+    def accepts_intra_weights(self, stream_id: str) -> bool:
+        """Whether a learned-intra stream naming ``stream_id`` decodes with the intra weights
+        here (`intra.accepts_intra_weights`)."""
+        return accepts_intra_weights(self.intra, self._intra_sha, stream_id)
 
     def encode(self, unit: Unit) -> CodedUnit:
         if unit.kind not in self.unit_kinds:

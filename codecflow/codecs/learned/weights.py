@@ -23,7 +23,9 @@ from pathlib import Path
 from codecflow.errors import CodecError
 
 MANIFEST = "manifest.json"
-DEFAULT_FILES = {"learned-intra": "learned_intra.pt", "learned-stereo": "learned_stereo.pt",
+OVERSAMPLED_KEY = "learned-intra-2x"  # manifest key of learned-intra's oversampled-mode model
+DEFAULT_FILES = {"learned-intra": "learned_intra.pt", OVERSAMPLED_KEY: "learned_intra_2x.pt",
+                 "learned-stereo": "learned_stereo.pt",
                  "learned-video": "learned_video.pt",
                  "learned-stereo-si": "learned_stereo_si.pt"}
 TRAIN_HINT = ("train one with `python -m codecflow.training.image --run-dir runs/intra` "
@@ -169,10 +171,28 @@ def load_model(path: str | Path, device: str = "cpu", codec: str = "learned-intr
     return model.to(torch.device(device)), sha
 
 
+def oversampled_path(path: str | Path) -> Path:
+    """Where the model of learned-intra's oversampled mode lives next to its main model:
+    ``NAME_2x.pt`` beside ``NAME.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_2x{path.suffix}")
+
+
 def load_intra_model(path: str | Path | None = None, device: str = "cpu", verify_hash=True):
-    """-> (IntraModel in eval mode with its coding tables, sha256 of the file)."""
-    return load_model(Path(path) if path else default_path("learned-intra"), device,
-                      "learned-intra", verify_hash)
+    """-> (IntraModel in eval mode with its coding tables, sha256 of the file).
+
+    The model of the oversampled mode (`oversampled_path`, verified against the manifest like
+    the main one) is attached as ``model.oversampled_model``, its sha256 as
+    ``model.oversampled_sha``; both None when there is no such file (the oversampled mode
+    then codes with the main model)."""
+    path = Path(path) if path else default_path("learned-intra")
+    model, sha = load_model(path, device, "learned-intra", verify_hash)
+    model.oversampled_model, model.oversampled_sha = None, None
+    twin = oversampled_path(path)
+    if twin.is_file():
+        model.oversampled_model, model.oversampled_sha = load_model(
+            twin, device, OVERSAMPLED_KEY, verify_hash)
+    return model, sha
 
 
 def load_on_intra(path: str | Path, intra_sha: str, codec: str, device: str = "cpu"):

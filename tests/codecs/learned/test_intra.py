@@ -183,11 +183,13 @@ def test_q_monotonic_with_shipped_weights():
     the mean over Kodak at every switch.)"""
     from pathlib import Path
 
-    from codecflow.codecs.learned.intra import ADAPTIVE_FROM, OVERSAMPLE_FROM
+    from codecflow.codecs.learned.intra import OWN_MODEL_QMAP, SAME_MODEL_QMAP
     from codecflow.codecs.learned.weights import default_path
 
     if not default_path().is_file():
         pytest.skip(f"no shipped weights at {default_path()} (train and export first)")
+    own = create_codec("learned-intra", q=0).model.oversampled_model is not None
+    ADAPTIVE_FROM, OVERSAMPLE_FROM = (OWN_MODEL_QMAP if own else SAME_MODEL_QMAP)[:2]
     pictures = [_image(128, 192, seed=3)]
     kodak = Path(__file__).resolve().parents[3].parent / "shared/data/images/kodak/kodim15.png"
     if kodak.is_file():
@@ -281,11 +283,13 @@ def test_refine_steps_is_checked(rand_weights):
             create_codec("learned-intra", q=10, weights=str(rand_weights), refine_steps=bad)
 
 
-def test_coding_choices():
-    from codecflow.codecs.learned.intra import (
-        ADAPTIVE_FROM, OVERSAMPLE_FROM, OVERSAMPLED_OFFSET, coding_choices)
+@pytest.mark.parametrize("own_model", [False, True])
+def test_coding_choices(own_model):
+    from codecflow.codecs.learned.intra import OWN_MODEL_QMAP, SAME_MODEL_QMAP, coding_choices
 
-    choices = [coding_choices(q) for q in range(64)]
+    ADAPTIVE_FROM, OVERSAMPLE_FROM, OVERSAMPLED_OFFSET, _ = (
+        OWN_MODEL_QMAP if own_model else SAME_MODEL_QMAP)
+    choices = [coding_choices(q, own_model) for q in range(64)]
     assert choices[:ADAPTIVE_FROM] == [[(q, False)] for q in range(ADAPTIVE_FROM)]
     for q in range(ADAPTIVE_FROM, OVERSAMPLE_FROM):  # both ways, the same lambda's neighbours
         assert choices[q] == [(q, False), (q - OVERSAMPLED_OFFSET, True)]
@@ -301,9 +305,9 @@ def test_coding_choices():
 
 def test_encoder_keeps_the_cheaper_way_in_the_adaptive_range(rand_weights):
     from codecflow.codecs.learned.intra import (
-        ADAPTIVE_FROM, FLAG_OVERSAMPLED, coding_choices, encode_rgb, rd_cost)
+        FLAG_OVERSAMPLED, SAME_MODEL_QMAP, coding_choices, encode_rgb, rd_cost)
 
-    q = ADAPTIVE_FROM + 2
+    q = SAME_MODEL_QMAP.adaptive_from + 2
     codec = create_codec("learned-intra", q=q, weights=str(rand_weights))
     img = _image(48, 80, seed=6)
     costs = {}
@@ -333,8 +337,8 @@ def test_oversampled_roundtrip(rand_weights, h, w):
 def test_unknown_payload_flag_refused(codec):
     from codecflow.codecs.learned.intra import pack_payload, unpack_payload
 
-    payload = pack_payload(10, 8, 8, [b"", b"", b""], 0, flags=0x04)
-    with pytest.raises(CodecError, match="flags 0x04"):
+    payload = pack_payload(10, 8, 8, [b"", b"", b""], 0, flags=0x08)
+    with pytest.raises(CodecError, match="flags 0x08"):
         unpack_payload(payload)
 
 
@@ -352,3 +356,60 @@ def test_payload_of_another_size_refused_before_decoding(codec):
     huge = pack_payload(q, 65535, 65535, strings, crc, flags | FLAG_OVERSAMPLED)
     with pytest.raises(CodecError, match="holds a 65535x65535 picture, the stream is 50x30"):
         codec.decode_picture(huge, info)
+
+
+@pytest.fixture(scope="module")
+def own_model_weights(rand_weights, tmp_path_factory):
+    """rand_weights plus a model of the oversampled mode of its own (learned_intra_2x.pt, other
+    random weights), listed in the same manifest."""
+    from codecflow.codecs.learned.model import build_model
+    from codecflow.codecs.learned.weights import OVERSAMPLED_KEY, save_weights
+
+    folder = tmp_path_factory.mktemp("w2")
+    shutil.copy(rand_weights, folder / rand_weights.name)
+    shutil.copy(rand_weights.parent / "manifest.json", folder / "manifest.json")
+    torch.manual_seed(1)
+    save_weights(build_model({"N": 32, "M": 48}).eval(), folder / "learned_intra_2x.pt",
+                 {"data": ["random init (tests)"]}, codec=OVERSAMPLED_KEY)
+    return folder / rand_weights.name
+
+
+def test_oversampled_mode_with_its_own_model(rand_weights, own_model_weights):
+    """With learned_intra_2x.pt next to the main weights, the oversampled mode codes with that
+    model (flag 0x04) and decodes exactly; the header's weights name both models; a decoder
+    without it refuses such payloads by name, and still decodes payloads coded without it."""
+    from codecflow.codecs.learned.intra import (
+        FLAG_OVERSAMPLED, FLAG_OWN_MODEL, encode_rgb, unpack_payload)
+
+    own = create_codec("learned-intra", q=62, weights=str(own_model_weights))
+    plain = create_codec("learned-intra", q=62, weights=str(rand_weights))
+    assert own.model.oversampled_model is not None and plain.model.oversampled_model is None
+    main_id = plain.weights_id
+    assert own.weights_id == f"{main_id}+{own.model.oversampled_sha[:12]}"
+    assert own.accepts_weights(own.weights_id) and own.accepts_weights(main_id)
+    assert not plain.accepts_weights(own.weights_id)
+
+    img = _image(40, 56, seed=4)
+    info = StreamInfo(width=56, height=40, pix_fmt="rgb24")
+    coded = own.encode(_unit([Frame.rgb(img)], info))
+    flags = unpack_payload(coded.records[0].payload)[5]
+    assert flags & FLAG_OVERSAMPLED and flags & FLAG_OWN_MODEL
+    out = decode_checked(own, coded.records, info, "frame", strict=True)
+    assert np.array_equal(out[0].planes[0], coded.recon[0].planes[0])
+    # the main model codes the same 2x picture otherwise: other bytes
+    main_payload, _ = encode_rgb(plain.model, img, 60, 0, True)
+    assert main_payload != coded.records[0].payload
+    with pytest.raises(CodecError, match="own model .*learned_intra_2x.pt.* not installed"):
+        plain.decode_picture(coded.records[0].payload, info)
+    # a payload coded without the own model (flag 0x02 alone) decodes with the main one
+    old = plain.encode(_unit([Frame.rgb(img)], info))
+    assert unpack_payload(old.records[0].payload)[5] & FLAG_OWN_MODEL == 0
+    out = decode_checked(own, old.records, info, "frame", strict=True)
+    assert np.array_equal(out[0].planes[0], old.recon[0].planes[0])
+
+
+def test_own_model_flag_needs_the_oversampled_flag(codec):
+    from codecflow.codecs.learned.intra import pack_payload, unpack_payload
+
+    with pytest.raises(CodecError, match="flags 0x04"):
+        unpack_payload(pack_payload(10, 8, 8, [b"", b"", b""], 0, flags=0x04))
