@@ -69,7 +69,9 @@ def point(codec: str, q: int, kodak: Path, work: Path, threads: int) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--codec", default="learned-intra,jpeg,webp,x265-intra")
-    ap.add_argument("--q", action="append", default=[], metavar="CODEC=Q,Q,...")
+    ap.add_argument("--q", action="append", default=[], metavar="CODEC=Q,Q,...",
+                    help="q values of a codec; CODEC= (none) with --anchors-from and --merge "
+                         "only recomputes the tables and the plot from the earlier points")
     ap.add_argument("--kodak", default=str(ROOT.parent / "shared/data/images/kodak"))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--anchors-from", default=None, metavar="JSON",
@@ -94,7 +96,7 @@ def main() -> int:
     results = {}
     for c in codecs:
         pts = []
-        for q in (int(v) for v in qs[c].split(",")):
+        for q in (int(v) for v in qs[c].split(",") if v.strip()):  # "CODEC=": none
             p = point(c, q, kodak, work, args.threads)
             print(f"{c:14s} q={q:2d}  {p['bpp']:.4f} bpp  {p['psnr_rgb']:.2f} dB  "
                   f"(pipeline {p['pipeline_s']:.0f} s, decode {p['decode_s']:.0f} s)", flush=True)

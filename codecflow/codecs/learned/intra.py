@@ -59,8 +59,9 @@ class QMap(NamedTuple):
 
 # the oversampled mode coded by the main model (no learned_intra_2x.pt installed)
 SAME_MODEL_QMAP = QMap(48, 58, 34, 27)
-# ... by its own model (learned_intra_2x.pt)
-OWN_MODEL_QMAP = QMap(48, 58, 34, 27)
+# ... by its own model (learned_intra_2x.pt): better at 2x than the main model, so it takes
+# over from a lower q; always 2x from q 56, at rate points 26, 31, 37, 42, 47, 52, 58, 63
+OWN_MODEL_QMAP = QMap(44, 56, 32, 26)
 N_STRINGS = 3  # z, y anchors, y non-anchors
 MAX_SIDE = 65535
 MAX_REFINE_STEPS = 1000
