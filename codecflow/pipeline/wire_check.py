@@ -158,7 +158,7 @@ FIELDS = {
                    "resent": COUNT,
                    "dropped_by_stream": ("a map of stream name -> frames", _counts_ok)}),
     "ready": ({"worker": _str(), "credit": _int(1, MAX_ITEMS)}, {"done": SEQ}),
-    "heartbeat": ({"worker": _str()}, {"idle": _bool()}),
+    "heartbeat": ({"worker": _str()}, {"idle": _bool(), "coding": SEQ, "coding_s": _num()}),
     "ack": ({"seqs": ("a list of sequence numbers", _seqs_ok)}, {"final": _bool()}),
     "error": ({"worker": _str(), "seq": _int(-1, MAX_SEQ), "message": _str()}, {}),
     "stop": ({}, {}),

@@ -71,6 +71,7 @@ class Heartbeat(threading.Thread):
         self.security = security
         self.halt = threading.Event()
         self.idle = False
+        self.coding: tuple | None = None  # (seq, time.monotonic() when its encode began)
 
     def run(self):
         s = transport.make_socket(self.ctx, zmq.DEALER, 100, f"{self.wid}-hb".encode())
@@ -78,7 +79,11 @@ class Heartbeat(threading.Thread):
         self.security.client(s)
         s.connect(self.endpoint)
         while not self.halt.wait(self.interval):
-            s.send_multipart(protocol.control("heartbeat", worker=self.wid, idle=self.idle))
+            coding = self.coding
+            extra = {"coding": coding[0], "coding_s": round(time.monotonic() - coding[1], 3)} \
+                if coding else {}
+            s.send_multipart(protocol.control("heartbeat", worker=self.wid, idle=self.idle,
+                                              **extra))
         s.close()
 
 
@@ -164,6 +169,7 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
                     break
                 continue
             t0 = time.perf_counter()
+            hb.coding = (unit.seq, time.monotonic())
             try:
                 coded = codec.encode(unit)
             except CodecflowError as e:
@@ -172,6 +178,7 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
                 code = EXIT_FAILED
                 break
             t_enc = time.perf_counter() - t0
+            hb.coding = None
             metrics = unit_metrics(unit, coded) if cfg.stats.psnr else []
             extra = {"codec": codec_header, "metrics": metrics, "encode_s": t_enc,
                      "worker": wid, "t_read": h.get("t_read", 0.0), "frames_n": len(unit.frames)}

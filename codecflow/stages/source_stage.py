@@ -32,6 +32,7 @@ FINAL_ACK_TIMEOUT = 120.0
 LISTEN_GAP = 0.25  # seconds between two looks at the workers beyond which this process was away
 RETRY_UNREACHABLE = 0.1  # seconds before sending again to a worker that was not connected
 MAX_CREDIT = 64  # units a worker may hold at once, whatever credit it announces
+STALL_REPORT = 30.0  # seconds without an acknowledged unit before the dispatcher says why
 
 
 def reader(source, cfg, q: UnitQueue, stop: StopFlag, counters: dict) -> None:
@@ -99,6 +100,8 @@ class Dispatcher:
         self.reject = Rejections(log, "dispatch")
         self.last_reap = time.monotonic()
         self.back_at = -1e9  # when this process was last found to have been away
+        self.progress_at = time.monotonic()  # the last acknowledgement (or the start)
+        self.stall_said_at = 0.0
 
     # ------------------------------------------------------------------ worker bookkeeping
     def _worker(self, wid: str) -> dict:
@@ -138,6 +141,7 @@ class Dispatcher:
             for seq in h["seqs"]:
                 entry = self.inflight.pop(seq, None)
                 if entry is not None:
+                    self.progress_at = time.monotonic()
                     w = self.workers.get(entry["worker"])
                     if w:
                         w["units"].discard(seq)
@@ -153,8 +157,10 @@ class Dispatcher:
             if "done" in h and not self._finished(wid, w, h["done"]):
                 return  # a unit already counted lost (its credit came back then) or unknown
             w["credit"] = min(w["credit"] + h["credit"], MAX_CREDIT)
-        elif kind == "heartbeat" and h.get("idle"):
-            self._check_idle(wid, w)
+        elif kind == "heartbeat":
+            w["coding"] = (h["coding"], h.get("coding_s", 0.0)) if "coding" in h else None
+            if h.get("idle"):
+                self._check_idle(wid, w)
         elif kind == "error":
             seq = h.get("seq")
             self.error = (f"stage encode (worker {wid}) failed on unit seq {seq}: "
@@ -297,6 +303,7 @@ class Dispatcher:
                 self._send_stats(q, counters)
             if source_done and not self.inflight and not self.resend:
                 break
+            self._report_stall(now)
             if self.stop.is_set():
                 q.close()
                 if drain_deadline is None:
@@ -322,6 +329,35 @@ class Dispatcher:
         self._stop_workers()
         self._await_final_ack()
         return EXIT_FAILED if self.error else EXIT_OK
+
+    def _report_stall(self, now: float) -> None:
+        """Units in flight and none acknowledged for STALL_REPORT seconds: say where each one
+        is and what each worker last told, every STALL_REPORT seconds (a slow codec on a big
+        unit is normal; a run that waits forever is not, and this says on what)."""
+        if not self.inflight or now - self.progress_at < STALL_REPORT \
+                or now - self.stall_said_at < STALL_REPORT:
+            return
+        self.stall_said_at = now
+        log.warning("no unit acknowledged for %.0f s; %s", now - self.progress_at,
+                    self.state_text(now))
+
+    def state_text(self, now: float) -> str:
+        """Where the units in flight are and what each worker last told (for logs)."""
+        held = collections.defaultdict(list)
+        for seq, entry in sorted(self.inflight.items()):
+            held[entry["worker"] or "nobody yet"].append(seq)
+        parts = [f"in flight: {_seqs(sorted(self.inflight))}",
+                 f"to re-send: {_seqs(list(self.resend))}"]
+        for wid, w in self.workers.items():
+            coding = w.get("coding")
+            doing = f"coding seq {coding[0]} for {coding[1]:.0f} s" if coding else "not coding"
+            parts.append(f"worker {wid}: {'silent' if w['silent'] else 'heard'} "
+                         f"{now - w['seen']:.1f} s ago, {doing}, credit {w['credit']}, "
+                         f"sent and unfinished {_seqs(list(w['order']))}, "
+                         f"in flight there {_seqs(held.get(wid, []))}")
+        if held.get("nobody yet"):
+            parts.append(f"not yet sent: {_seqs(held['nobody yet'])}")
+        return "; ".join(parts)
 
     def _await_final_ack(self) -> None:
         """Wait until the sink has the final EOS. The sink may still be starting: messages to
@@ -402,6 +438,13 @@ class Dispatcher:
         self.to_sink.close(linger=5000)
         self.security.close()
         self.ctx.term()  # flush what is still queued (bounded by the sockets' linger)
+
+
+def _seqs(seqs: list, most: int = 12) -> str:
+    if not seqs:
+        return "none"
+    shown = ", ".join(map(str, seqs[:most]))
+    return shown + (f" ... ({len(seqs)})" if len(seqs) > most else "")
 
 
 def run_source_stage(cfg, endpoints: dict) -> int:

@@ -21,13 +21,23 @@ W, H, N = 160, 96, 160
 FRAME = W * H * 3 // 2
 
 
-def start(tmp_path, *sets):
+def finished(proc, tmp_path, timeout: float) -> int:
+    """The run's exit code; a run still going after ``timeout`` fails the test with the end
+    of its log (where the dispatcher says what it waits for)."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the run did not end in {timeout:.0f} s; its log ends:\n" +
+                             (tmp_path / "log").read_text()[-6000:]) from None
+
+
+def start(tmp_path, *sets, preset: str = "medium"):
     src = write_yuv(tmp_path / f"clip_{W}x{H}_30.yuv", W, H, N)
     out = tmp_path / "out"
     args = [sys.executable, "-m", "codecflow.cli", "run", str(ROOT / "configs/yuv_batch.yaml"),
             "--set", f"source.path={src}", "--set", f"output.dir={out}", "--set", "workers=2",
             "--set", "codec.name=x265", "--set", "codec.gop=4",
-            "--set", "codec.params={preset: medium}", *sum((["--set", s] for s in sets), [])]
+            "--set", f"codec.params={{preset: {preset}}}", *sum((["--set", s] for s in sets), [])]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=open(tmp_path / "log", "w"), start_new_session=True)
     return proc, out
@@ -105,7 +115,7 @@ def test_kill_9_of_a_stage_leaves_no_hole(tmp_path, stage):
     pids = child_pids(proc.pid, stage)
     assert len(pids) == 1
     os.kill(pids[0], signal.SIGKILL)
-    assert proc.wait(timeout=180) == 3
+    assert finished(proc, tmp_path, 180) == 3
     log = (tmp_path / "log").read_text()
     assert f"{stage} (killed by signal SIGKILL)" in log, log[-2000:]
     n, complete = check_written_output(tmp_path, out)
@@ -122,21 +132,23 @@ def test_two_sigints_5_ms_apart_leave_no_hole(tmp_path):
     os.kill(proc.pid, signal.SIGINT)
     time.sleep(0.005)
     os.kill(proc.pid, signal.SIGINT)
-    proc.wait(timeout=120)
+    finished(proc, tmp_path, 120)
     n, complete = check_written_output(tmp_path, out)
     s = json.loads((out / "summary.json").read_text())
     assert s["frames"] == n and not s["complete"] and s["incomplete_reason"]
 
 
 def test_worker_frozen_past_the_heartbeat_timeout(tmp_path):
-    proc, out = start(tmp_path, "heartbeat.timeout=1.0", "heartbeat.interval=0.2")
+    # a slower preset: the run is still going when the frozen worker comes back
+    proc, out = start(tmp_path, "heartbeat.timeout=1.0", "heartbeat.interval=0.2",
+                      preset="slower")
     wait_for_units(out, 3)
     workers = child_pids(proc.pid, "encode")
     assert workers
     os.kill(workers[0], signal.SIGSTOP)
     time.sleep(2.5)  # presumed dead: its units go to the other worker
     os.kill(workers[0], signal.SIGCONT)  # it comes back and sends its late units: duplicates
-    assert proc.wait(timeout=180) == 0, (tmp_path / "log").read_text()[-2000:]
+    assert finished(proc, tmp_path, 180) == 0, (tmp_path / "log").read_text()[-2000:]
     n, complete = check_written_output(tmp_path, out)
     assert n == N and complete
     s = json.loads((out / "summary.json").read_text())
@@ -154,6 +166,6 @@ def test_dispatcher_frozen_past_the_heartbeat_timeout(tmp_path, at_unit):
     os.kill(source, signal.SIGSTOP)
     time.sleep(2.5)
     os.kill(source, signal.SIGCONT)
-    assert proc.wait(timeout=120) == 0, (tmp_path / "log").read_text()[-2000:]
+    assert finished(proc, tmp_path, 120) == 0, (tmp_path / "log").read_text()[-2000:]
     n, complete = check_written_output(tmp_path, out)
     assert n == N and complete

@@ -218,3 +218,26 @@ def test_a_worker_joining_after_the_end_is_stopped(rig):
     while late.poll(100):
         kinds.append(protocol.unpack_header(late.recv_multipart()[0])["kind"])
     assert kinds == ["stop"]
+
+
+def test_a_stalled_run_says_where_its_units_are(rig, caplog, monkeypatch):
+    from codecflow.stages import source_stage
+
+    d, worker, _ = rig
+    w1 = worker_holding(d, worker, "w1", 2, 2)
+    w1.send_multipart(protocol.control("heartbeat", worker="w1", coding=0, coding_s=41.5))
+    pump(d, lambda: d.workers["w1"].get("coding") is not None)
+    d._take(unit_item(2))  # no credit left: waits to be sent
+    monkeypatch.setattr(source_stage, "STALL_REPORT", 0.2)
+    now = time.monotonic()
+    d._report_stall(now)
+    assert not caplog.records  # acknowledged recently (the start counts)
+    d._report_stall(now + 1.0)
+    (rec,) = caplog.records
+    text = rec.getMessage()
+    assert "no unit acknowledged for 1 s" in text
+    assert "in flight: 0, 1, 2" in text and "to re-send: 2" in text
+    assert "worker w1: heard" in text and "coding seq 0 for 42 s" in text
+    assert "sent and unfinished 0, 1" in text and "not yet sent: 2" in text
+    d._report_stall(now + 1.1)
+    assert len(caplog.records) == 1  # said again only STALL_REPORT later
