@@ -332,14 +332,19 @@ class Dispatcher:
 
     def _report_stall(self, now: float) -> None:
         """Units in flight and none acknowledged for STALL_REPORT seconds: say where each one
-        is and what each worker last told, every STALL_REPORT seconds (a slow codec on a big
-        unit is normal; a run that waits forever is not, and this says on what)."""
+        is and what each worker last told, every STALL_REPORT seconds: a warning, unless every
+        worker holding units is coding one (a slow codec on big units is normal)."""
         if not self.inflight or now - self.progress_at < STALL_REPORT \
                 or now - self.stall_said_at < STALL_REPORT:
             return
         self.stall_said_at = now
-        log.warning("no unit acknowledged for %.0f s; %s", now - self.progress_at,
-                    self.state_text(now))
+        holders = {e["worker"] for e in self.inflight.values()}
+        # every worker that holds units is coding one: a slow codec, said quietly; anything
+        # else (units nobody codes) is what a stuck run looks like
+        slow = None not in holders and all(
+            not self.workers[w]["silent"] and self.workers[w].get("coding") for w in holders)
+        log.log(logging.INFO if slow else logging.WARNING, "no unit acknowledged for %.0f s; %s",
+                now - self.progress_at, self.state_text(now))
 
     def state_text(self, now: float) -> str:
         """Where the units in flight are and what each worker last told (for logs)."""

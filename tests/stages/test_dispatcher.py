@@ -229,6 +229,8 @@ def test_a_stalled_run_says_where_its_units_are(rig, caplog, monkeypatch):
     pump(d, lambda: d.workers["w1"].get("coding") is not None)
     d._take(unit_item(2))  # no credit left: waits to be sent
     monkeypatch.setattr(source_stage, "STALL_REPORT", 0.2)
+    caplog.set_level("INFO", "codecflow.source")
+    caplog.clear()
     now = time.monotonic()
     d._report_stall(now)
     assert not caplog.records  # acknowledged recently (the start counts)
@@ -239,5 +241,15 @@ def test_a_stalled_run_says_where_its_units_are(rig, caplog, monkeypatch):
     assert "in flight: 0, 1, 2" in text and "to re-send: 2" in text
     assert "worker w1: heard" in text and "coding seq 0 for 42 s" in text
     assert "sent and unfinished 0, 1" in text and "not yet sent: 2" in text
+    assert rec.levelname == "WARNING"  # unit 2 is nobody's yet
     d._report_stall(now + 1.1)
     assert len(caplog.records) == 1  # said again only STALL_REPORT later
+    ack = zmq.Context.instance().socket(zmq.DEALER)
+    ack.connect(d.router.getsockopt(zmq.LAST_ENDPOINT).decode())
+    ack.send_multipart(protocol.control("ack", seqs=[1, 2]))
+    pump(d, lambda: set(d.inflight) == {0})
+    d._report_stall(now + 2.0)  # only unit 0 left, and w1 is coding it: a slow codec
+    last = caplog.records[-1]
+    assert len(caplog.records) == 2 and last.levelname == "INFO"
+    assert "in flight: 0;" in last.getMessage()
+    ack.close(linger=0)
