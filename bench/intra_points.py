@@ -16,8 +16,9 @@ analysis/synthesis pair needs training or width. Quicker than bench/kodak_pipeli
 pipeline, no YUV); use that one for the numbers an issue's bar names.
 
 ``--oversampled`` codes in learned-intra's oversampled mode (the picture at 2x, integer 2x2
-means at the decoder; with the mode's own model when ``NAME_2x.pt`` sits beside the weights); ``--clips DIR`` measures on held-out pictures instead of Kodak: that is
-how the switches between the two modes (`coding_choices` in intra.py) were chosen.
+means at the decoder; with the mode's own model when ``NAME_2x.pt`` sits beside the
+weights); ``--clips DIR`` measures on held-out pictures instead of Kodak: that is how the
+switches between the two modes (`coding_choices` in intra.py) were chosen.
 
 ``--codec-q`` takes q as the codec's q, coded as learned-intra codes it in the pipeline.
 

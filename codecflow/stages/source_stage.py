@@ -111,7 +111,7 @@ class Dispatcher:
             # or counted lost, in the order sent (a worker codes its units in that order)
             w = {"ready": False, "credit": 0, "seen": time.monotonic(), "units": set(),
                  "silent": False, "order": collections.deque(), "last_send": 0.0,
-                 "retry_at": 0.0}
+                 "retry_at": 0.0, "coding": None}
             self.workers[wid] = w
             log.info("worker %s joined", wid)
         elif w["silent"]:
@@ -342,7 +342,7 @@ class Dispatcher:
         # every worker that holds units is coding one: a slow codec, said quietly; anything
         # else (units nobody codes) is what a stuck run looks like
         slow = None not in holders and all(
-            not self.workers[w]["silent"] and self.workers[w].get("coding") for w in holders)
+            not self.workers[w]["silent"] and self.workers[w]["coding"] for w in holders)
         log.log(logging.INFO if slow else logging.WARNING, "no unit acknowledged for %.0f s; %s",
                 now - self.progress_at, self.state_text(now))
 
@@ -354,7 +354,7 @@ class Dispatcher:
         parts = [f"in flight: {_seqs(sorted(self.inflight))}",
                  f"to re-send: {_seqs(list(self.resend))}"]
         for wid, w in self.workers.items():
-            coding = w.get("coding")
+            coding = w["coding"]
             doing = f"coding seq {coding[0]} for {coding[1]:.0f} s" if coding else "not coding"
             parts.append(f"worker {wid}: {'silent' if w['silent'] else 'heard'} "
                          f"{now - w['seen']:.1f} s ago, {doing}, credit {w['credit']}, "
