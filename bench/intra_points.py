@@ -2,7 +2,7 @@
 """Rate/quality points of a learned-intra weights file on Kodak, and where its transforms cap.
 
     python bench/intra_points.py --weights runs_export.pt [--q 0,21,42,63] [--images 24]
-    python bench/intra_points.py --weights weights/learned_intra.pt --refine-steps 60 \
+    python bench/intra_points.py --weights weights/learned_intra.pt --refine-steps 20 \
         --skip 2 --images 6 --no-cap --baseline bench/results/intra_points_base.json
     python bench/intra_points.py --weights weights/learned_intra.pt --clips ../shared/data/video \
         --oversampled --q 0,8,16,24,32,48,63 --out bench/results/intra_points_clips_oversampled.json

@@ -8,6 +8,10 @@ equal the decode's; the script checks it. Points are means over the 24 images (a
 Kodak curves are). BD-rate (PSNR-RGB) against our JPEG, WebP, x265-intra, and the published
 curves in ../shared/anchors/kodak.
 
+A codec with parameters is a curve of its own: ``--codec "learned-intra[refine_steps=20]"``
+runs learned-intra with ``codec.params.refine_steps=20`` and names its points so (its q values with
+``--q "learned-intra[refine_steps=20]=0,12"``, else learned-intra's).
+
 Prints a table and writes bench/results/kodak_pipeline_rd.{json,md} and kodak_pipeline_rd.png.
     python bench/kodak_pipeline_rd.py [--codec learned-intra,jpeg,webp,x265-intra] [--q ...]
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -40,13 +45,30 @@ def run(cmd: list) -> None:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{p.stderr[-3000:]}")
 
 
+def parse_codec(spec: str) -> tuple:
+    """"name" or "name[key=value,...]" -> (name, {key: value})."""
+    name, _, rest = spec.partition("[")
+    params = {}
+    if rest:
+        if not rest.endswith("]"):
+            raise SystemExit(f"--codec {spec!r}: expected NAME[KEY=VALUE,...]")
+        for item in rest[:-1].split(","):
+            key, eq, value = item.partition("=")
+            if not (key.strip() and eq):
+                raise SystemExit(f"--codec {spec!r}: expected KEY=VALUE, got {item!r}")
+            params[key.strip()] = value.strip()
+    return name, params
+
+
 def point(codec: str, q: int, kodak: Path, work: Path, threads: int) -> dict:
-    out = work / f"{codec}_q{q}"
+    name, params = parse_codec(codec)
+    out = work / f"{name}{''.join(f'_{k}{v}' for k, v in params.items())}_q{q}"
     t0 = time.time()
     run(["run_pipeline.py", "configs/images.yaml", "--set", f"source.path={kodak}",
-         "--set", f"codec.name={codec}", "--set", f"codec.q={q}", "--set", f"output.dir={out}",
+         "--set", f"codec.name={name}", "--set", f"codec.q={q}", "--set", f"output.dir={out}",
          "--set", "output.recon=false", "--set", "stats.terminal=off", "--set", "workers=1",
-         "--set", f"codec.threads={threads}"])
+         "--set", f"codec.threads={threads}",
+         *(a for k, v in params.items() for a in ("--set", f"codec.params.{k}={v}"))])
     t_pipe = time.time() - t0
     js = out / "decode.json"
     t0 = time.time()
@@ -89,14 +111,15 @@ def main() -> int:
         return 2
     qs = dict(DEFAULT_Q)
     for item in args.q:
-        name, _, vals = item.partition("=")
-        qs[name] = vals
-    codecs = [c for c in args.codec.split(",") if c]
+        name, _, vals = item.rpartition("]=") if "]=" in item else item.partition("=")
+        qs[name + ("]" if "]=" in item else "")] = vals
+    codecs = re.findall(r"[^,\[]+(?:\[[^\]]*\])?", args.codec)
     work = Path(tempfile.mkdtemp(prefix="cflow-kodak-"))
     results = {}
     for c in codecs:
         pts = []
-        for q in (int(v) for v in qs[c].split(",") if v.strip()):  # "CODEC=": none
+        q_list = qs[c] if c in qs else qs[parse_codec(c)[0]]
+        for q in (int(v) for v in q_list.split(",") if v.strip()):  # "CODEC=": none
             p = point(c, q, kodak, work, args.threads)
             print(f"{c:14s} q={q:2d}  {p['bpp']:.4f} bpp  {p['psnr_rgb']:.2f} dB  "
                   f"(pipeline {p['pipeline_s']:.0f} s, decode {p['decode_s']:.0f} s)", flush=True)

@@ -187,10 +187,11 @@ def encode_rgb_latent(model, rgb: np.ndarray, q: int, refine_steps: int = 0,
     x = torch.from_numpy(np.ascontiguousarray(rgb)).to(dev).permute(2, 0, 1)[None].float()
     x = x / 255.0
     coded = (2 * h, 2 * w) if oversampled else (h, w)
+    source = x if oversampled else None
     with torch.no_grad():
         if oversampled:
             x = upsample2(x)
-        out = coder.compress(coder.pad(x), int(q), int(refine_steps), coded)
+        out = coder.compress(coder.pad(x), int(q), int(refine_steps), coded, source)
         picture = coder.exact().synthesize(out["y16"], int(q))
     if oversampled:
         picture = halve(picture, h, w)

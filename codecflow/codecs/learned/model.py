@@ -42,7 +42,8 @@ Y_LIMIT = 2.0 ** 24  # |latent| <= 2^20
 IG_FRAC = 16  # inverse gains: units of 2^-16
 DEFAULT_LAMBDAS = (0.0018, 0.0048, 0.0130, 0.0348, 0.0932)
 Q_MAX = 63
-REFINE_LR = 0.002  # Adam step on the latent for `refined_latent` (measured: docs/codecs.md)
+REFINE_LR = 0.006  # first Adam step on the latent for `refined_latent`, decayed linearly to 0
+# over the steps (measured: docs/codecs.md)
 
 
 class IntraModel(CompressionModel):
@@ -146,13 +147,15 @@ class IntraModel(CompressionModel):
         return {"x_hat": x_hat.float(), "likelihoods": {"y": y_lik, "z": z_lik}}
 
     def refined_latent(self, x: torch.Tensor, q: int, steps: int, size: tuple | None = None,
-                       lr: float = REFINE_LR) -> torch.Tensor:
+                       source: torch.Tensor | None = None, lr: float = REFINE_LR) -> torch.Tensor:
         """Encoder-side search for a better latent than g_a's: ``steps`` Adam steps on the
-        gained latent itself, minimising the training loss (lambda(q) * 255^2 * MSE + bpp
-        estimated by the entropy models) with the weights fixed; 0 steps: the analysis's
-        latent. The decoder is unchanged: it decodes whatever latent was coded. x as for
-        `compress`; ``size`` (h, w): the picture inside the padding, the only part whose
-        distortion counts."""
+        gained latent itself (step ``lr``, decayed linearly to 0), minimising the training
+        loss (lambda(q) * 255^2 * MSE + bits per coded pixel estimated by the entropy models)
+        with the weights fixed; 0 steps: the analysis's latent. The decoder is unchanged: it
+        decodes whatever latent was coded. x as for `compress`; ``size`` (h, w): the picture
+        inside the padding, the only part whose distortion counts. ``source`` (oversampled
+        mode: x is its 2x picture): the MSE is of the reconstruction's 2x2 means against it,
+        the picture the decoder shows."""
         h, w = size or x.shape[2:]
         pos = torch.tensor([self.q_to_pos(q)], device=x.device)
         lam = self.pos_to_lambda(pos)
@@ -170,11 +173,17 @@ class IntraModel(CompressionModel):
         try:  # the rate's noise from a fixed seed: the same picture codes the same way
             with torch.enable_grad(), torch.random.fork_rng(devices=devices):
                 torch.manual_seed(0)
-                for _ in range(int(steps)):
+                for i in range(int(steps)):
+                    for group in opt.param_groups:
+                        group["lr"] = lr * (1.0 - i / int(steps))
                     out = self._from_latent(y, ig, contextlib.nullcontext, noise=True)
                     bits = sum(-torch.log2(v.clamp_min(1e-9)).sum()
                                for v in out["likelihoods"].values())
-                    mse = F.mse_loss(out["x_hat"][..., :h, :w], x[..., :h, :w])
+                    x_hat = out["x_hat"][..., :h, :w]
+                    if source is None:
+                        mse = F.mse_loss(x_hat, x[..., :h, :w])
+                    else:
+                        mse = F.mse_loss(F.avg_pool2d(x_hat, 2), source)
                     loss = lam * 255.0 ** 2 * mse + bits / (h * w)
                     opt.zero_grad()
                     loss.sum().backward()
@@ -201,16 +210,16 @@ class IntraModel(CompressionModel):
 
     @torch.no_grad()
     def compress(self, x: torch.Tensor, q: int, refine_steps: int = 0,
-                 size: tuple | None = None) -> dict:
+                 size: tuple | None = None, source: torch.Tensor | None = None) -> dict:
         """x: 1 x 3 x H x W in [0, 1], H and W multiples of STRIDE (see `pad`).
 
         Returns {"strings": [z, y_anchor, y_nonanchor], "z_shape": (h, w),
         "symbols_crc": CRC-32 of the quantised latents, "y16": the quantised latent}.
         Only the analysis (g_a, h_a) runs in float: what the decoder must reproduce is exact.
         ``refine_steps`` > 0 codes a searched latent (`refined_latent`, for the picture of
-        ``size`` inside the padding) instead of the analysis's.
+        ``size`` inside the padding; ``source``: see there) instead of the analysis's.
         """
-        return self.compress_latent(self.refined_latent(x, q, refine_steps, size))
+        return self.compress_latent(self.refined_latent(x, q, refine_steps, size, source))
 
     @torch.no_grad()
     def compress_latent(self, y: torch.Tensor) -> dict:
