@@ -111,8 +111,8 @@ def main() -> int:
         return 2
     qs = dict(DEFAULT_Q)
     for item in args.q:
-        name, _, vals = item.rpartition("]=") if "]=" in item else item.partition("=")
-        qs[name + ("]" if "]=" in item else "")] = vals
+        name, _, vals = item.rpartition("=")  # q values hold no "=", a NAME[K=V] may
+        qs[name] = vals
     codecs = re.findall(r"[^,\[]+(?:\[[^\]]*\])?", args.codec)
     work = Path(tempfile.mkdtemp(prefix="cflow-kodak-"))
     results = {}
