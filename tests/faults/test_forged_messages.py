@@ -57,7 +57,12 @@ def malformed() -> list:
 class Attacker(threading.Thread):
     """Connects to the run's dispatch (port) and sink (port + 1) endpoints and sends forged
     messages until stopped. ``curve_server_key``: also try CURVE with a key pair of its own
-    (the attacker read the server's public key)."""
+    (the attacker read the server's public key).
+
+    The sink listens only while the run goes (a fraction of a second here): the attacker
+    retries its connections every 10 ms, not ZeroMQ's default 100-200 ms, so that it reaches
+    the sink within that window; ``reached_sink`` says that it did (a TCP connection to the
+    sink's port, whether or not its handshake then passed)."""
 
     def __init__(self, port: int, sink_msgs: list, dispatch_msgs: list, curve_server_key=None):
         super().__init__(daemon=True)
@@ -66,20 +71,23 @@ class Attacker(threading.Thread):
         self.halt = threading.Event()
         self.sent = 0
         self.received = 0
+        self.reached_sink = False
 
     def run(self):
         ctx = zmq.Context()
-        socks = []
+        socks, monitors = [], []
         for secure in (False, True) if self.key else (False,):
             sink = ctx.socket(zmq.PUSH)
             disp = ctx.socket(zmq.DEALER)
             disp.setsockopt(zmq.IDENTITY, b"w9-%d" % secure)
             for s in (sink, disp):
                 s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.RECONNECT_IVL, 10)
                 if secure:
                     pub, sec = zmq.curve_keypair()
                     s.curve_publickey, s.curve_secretkey = pub, sec
                     s.curve_serverkey = self.key
+            monitors.append(sink.get_monitor_socket(zmq.EVENT_CONNECTED))
             sink.connect(f"tcp://127.0.0.1:{self.port + 1}")
             disp.connect(f"tcp://127.0.0.1:{self.port}")
             socks.append((sink, disp))
@@ -95,10 +103,13 @@ class Attacker(threading.Thread):
                 while disp.poll(0):  # raw frames handed to the fake worker
                     disp.recv_multipart()
                     self.received += 1
+            for mon in monitors:
+                while mon.poll(0):
+                    mon.recv_multipart()
+                    self.reached_sink = True
             time.sleep(0.01)
-        for pair in socks:
-            for s in pair:
-                s.close()
+        for s in [*monitors, *(s for pair in socks for s in pair)]:
+            s.close()
         ctx.term()
 
 
@@ -158,6 +169,7 @@ def test_curve_shuts_out_foreign_clients_over_tcp(tmp_path):
                    "curve_server_key": server_pub},
         sets=("--set", f"transport.keys={keys}"))
     assert p.returncode == 0, p.stderr
+    assert attacker.reached_sink, "the attacker never reached the sink's port: nothing tested"
     assert attacker.received == 0, "a foreign client received frames"
     summary = check_output_frame_by_frame(tmp_path, src, out)
     assert summary["duplicates_dropped"] == 0
@@ -179,6 +191,7 @@ def test_malformed_messages_are_dropped_not_fatal(tmp_path):
         sets=("--set", "transport.auth=none"))
     assert p.returncode == 0, p.stderr
     assert attacker.sent > 0
+    assert attacker.reached_sink, "the attacker never reached the sink's port: nothing tested"
     summary = check_output_frame_by_frame(tmp_path, src, out)
     assert summary["messages_rejected"] > 0
     assert "Traceback" not in p.stderr
