@@ -36,6 +36,8 @@ class CodecConfig:
 class HeartbeatConfig:
     interval: float = number(0.5, 0.05, 60.0, help="seconds between worker heartbeats")
     timeout: float = number(5.0, 0.2, 600.0, help="a worker silent this long is presumed dead")
+    sink_timeout: float = number(30.0, 0.2, 3600.0, help="a unit a worker finished that the "
+                                 "sink has not acknowledged this long after is re-sent")
 
 
 @dataclass

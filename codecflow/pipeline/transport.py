@@ -45,6 +45,14 @@ def resolve_endpoints(transport) -> dict:
     return {"dispatch": transport.dispatch, "sink": transport.sink}
 
 
+def watch_peer(sock, heartbeat) -> None:
+    """ZMTP heartbeats on a connecting socket (before ``connect``): a peer that answers none
+    for ``heartbeat.timeout`` seconds (gone, or the connection died without a word, as tcp
+    links across hosts can) drops the connection, and ZeroMQ connects again."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(1000 * heartbeat.interval)))
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(1000 * heartbeat.timeout)))
+
+
 def make_socket(ctx: zmq.Context, kind: int, hwm: int, identity: bytes | None = None):
     s = ctx.socket(kind)
     s.setsockopt(zmq.LINGER, 2000)

@@ -65,9 +65,10 @@ class Heartbeat(threading.Thread):
     ``idle`` (set by the main loop): the worker holds no unit and none was waiting at its last
     look, so a unit the dispatcher sent it long ago was lost on the way."""
 
-    def __init__(self, ctx, endpoint: str, wid: str, interval: float, security):
+    def __init__(self, ctx, endpoint: str, wid: str, heartbeat, security):
         super().__init__(daemon=True)
-        self.ctx, self.endpoint, self.wid, self.interval = ctx, endpoint, wid, interval
+        self.ctx, self.endpoint, self.wid = ctx, endpoint, wid
+        self.heartbeat, self.interval = heartbeat, heartbeat.interval
         self.security = security
         self.halt = threading.Event()
         self.idle = False
@@ -77,6 +78,7 @@ class Heartbeat(threading.Thread):
         s = transport.make_socket(self.ctx, zmq.DEALER, 100, f"{self.wid}-hb".encode())
         s.setsockopt(zmq.LINGER, 0)
         self.security.client(s)
+        transport.watch_peer(s, self.heartbeat)
         s.connect(self.endpoint)
         while not self.halt.wait(self.interval):
             coding = self.coding
@@ -124,14 +126,14 @@ def run_encode_stage(cfg, endpoints: dict, worker_index: int = 0) -> int:
     security = transport.Security(cfg.transport, endpoints)
     dealer = transport.make_socket(ctx, zmq.DEALER, cfg.transport.hwm, wid.encode())
     security.client(dealer)
-    dealer.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(1000 * cfg.heartbeat.interval)))
-    dealer.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, int(1000 * cfg.heartbeat.timeout)))
+    transport.watch_peer(dealer, cfg.heartbeat)
     watch = DispatcherWatch(dealer, cfg.heartbeat.timeout)
     dealer.connect(endpoints["dispatch"])
     to_sink = transport.make_socket(ctx, zmq.PUSH, cfg.transport.hwm)
     security.client(to_sink)
+    transport.watch_peer(to_sink, cfg.heartbeat)
     to_sink.connect(endpoints["sink"])
-    hb = Heartbeat(ctx, endpoints["dispatch"], wid, cfg.heartbeat.interval, security)
+    hb = Heartbeat(ctx, endpoints["dispatch"], wid, cfg.heartbeat, security)
     hb.start()
     with_recon = cfg.output.recon
     codec_header = codec.header()

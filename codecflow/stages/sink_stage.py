@@ -43,6 +43,7 @@ class Sink:
         self.acks = transport.make_socket(self.ctx, zmq.DEALER, 1000,
                                           f"sink-{os.getpid()}".encode())
         self.security.client(self.acks)
+        transport.watch_peer(self.acks, cfg.heartbeat)
         self.acks.connect(endpoints["dispatch"])
         self.buffer: dict[int, tuple] = {}
         self.next_seq = 0

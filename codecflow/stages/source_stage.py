@@ -89,6 +89,7 @@ class Dispatcher:
         transport.bind(self.router, endpoints["dispatch"], "dispatch")
         self.to_sink = transport.make_socket(self.ctx, zmq.PUSH, max(hwm, 1000))
         self.security.client(self.to_sink)
+        transport.watch_peer(self.to_sink, cfg.heartbeat)
         self.to_sink.connect(endpoints["sink"])
         self.workers: dict[str, dict] = {}
         self.inflight: dict[int, dict] = {}
@@ -178,6 +179,9 @@ class Dispatcher:
         while (first := w["order"].popleft()) != seq:
             lost.append(first)
         self._lost(wid, w, lost)
+        entry = self.inflight.get(seq)
+        if entry is not None and entry["worker"] == wid:
+            entry["done_at"] = time.monotonic()  # on its way to the sink, acknowledged soon
         return True
 
     def _check_idle(self, wid: str, w: dict) -> None:
@@ -233,6 +237,27 @@ class Dispatcher:
             w["units"].clear()
             w["silent"] = True
 
+    def _resend_unacknowledged(self, now: float) -> None:
+        """A unit its worker finished that the sink has not acknowledged ``sink_timeout``
+        seconds later was lost on the way to the sink (a connection that dropped, or died
+        silently, with the unit in it): re-sent. The sink drops what it already has."""
+        late = [seq for seq, e in self.inflight.items() if "done_at" in e
+                and now - e["done_at"] > self.cfg.heartbeat.sink_timeout
+                and seq not in self.resend]
+        if not late:
+            return
+        for seq in late:
+            entry = self.inflight[seq]
+            del entry["done_at"]
+            w = self.workers.get(entry["worker"])
+            if w:
+                w["units"].discard(seq)
+        log.warning("unit(s) seq %s finished by their workers but not acknowledged by the sink "
+                    "after %.0f s (lost on the way to the sink): re-sending", _seqs(late),
+                    self.cfg.heartbeat.sink_timeout)
+        self.resend.extend(late)
+        self.resent += len(late)
+
     def _send_to_worker(self, seq: int) -> bool:
         entry = self.inflight[seq]
         now = time.monotonic()
@@ -248,6 +273,7 @@ class Dispatcher:
                 w["order"].append(seq)
                 w["last_send"] = entry["sent"] = time.monotonic()
                 entry["worker"] = wid
+                entry.pop("done_at", None)
                 return True
         return False
 
@@ -282,6 +308,7 @@ class Dispatcher:
             if self.error:
                 break
             self._reap_dead_workers()
+            self._resend_unacknowledged(time.monotonic())
             # re-sends first, then new units while some worker has credit
             while self.resend and self._has_credit():
                 seq = self.resend[0]
@@ -352,7 +379,9 @@ class Dispatcher:
         for seq, entry in sorted(self.inflight.items()):
             held[entry["worker"] or "nobody yet"].append(seq)
         parts = [f"in flight: {_seqs(sorted(self.inflight))}",
-                 f"to re-send: {_seqs(list(self.resend))}"]
+                 f"to re-send: {_seqs(list(self.resend))}",
+                 "finished, not yet acknowledged by the sink: "
+                 f"{_seqs(sorted(s for s, e in self.inflight.items() if 'done_at' in e))}"]
         for wid, w in self.workers.items():
             coding = w["coding"]
             doing = f"coding seq {coding[0]} for {coding[1]:.0f} s" if coding else "not coding"

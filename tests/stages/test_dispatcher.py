@@ -1,6 +1,6 @@
 """The dispatcher (source stage) alone, with real ZeroMQ sockets playing workers and sink:
-credit, acknowledgements, re-sends after a silent worker or a unit lost on the way, reconnected
-workers, and workers that join after the end."""
+credit, acknowledgements, re-sends after a silent worker or a unit lost on the way (to the
+worker or to the sink), reconnected workers, and workers that join after the end."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from codecflow.stages.source_stage import Dispatcher
 def rig(tmp_path):
     cfg = from_dict({"source": {"type": "synthetic_video", "width": 16, "height": 16},
                      "codec": {"name": "jpeg"},
-                     "heartbeat": {"interval": 0.05, "timeout": 0.3}})
+                     "heartbeat": {"interval": 0.05, "timeout": 0.3, "sink_timeout": 0.6}})
     ep = {"dispatch": f"ipc://{tmp_path}/d", "sink": f"ipc://{tmp_path}/s"}
     ctx = zmq.Context.instance()
     sink = ctx.socket(zmq.PULL)
@@ -177,6 +177,33 @@ def test_units_sent_before_a_finished_one_were_lost_on_the_way(rig):
     w1.send_multipart(protocol.control("ready", worker="w1", credit=1, done=1))
     drain(d)
     assert d.workers["w1"]["credit"] == 3 and not d.workers["w1"]["order"]
+
+
+def test_a_finished_unit_the_sink_never_acknowledged_is_resent(rig):
+    d, worker, _ = rig
+    w1 = worker_holding(d, worker, "w1", 2, 2)
+    w1.send_multipart(protocol.control("ready", worker="w1", credit=1, done=0))
+    w1.send_multipart(protocol.control("ready", worker="w1", credit=1, done=1))
+    pump(d, lambda: not d.workers["w1"]["order"])
+    ack = zmq.Context.instance().socket(zmq.DEALER)  # the sink got 0; 1 was lost on its way
+    ack.connect(d.router.getsockopt(zmq.LAST_ENDPOINT).decode())
+    ack.send_multipart(protocol.control("ack", seqs=[0]))
+    pump(d, lambda: 0 not in d.inflight)
+    d._resend_unacknowledged(time.monotonic())
+    assert not d.resend  # finished just now: on its way to the sink
+    assert "finished, not yet acknowledged by the sink: 1;" in d.state_text(time.monotonic())
+    end = time.monotonic() + 0.8  # past heartbeat.sink_timeout; the worker keeps beating
+    while time.monotonic() < end:
+        w1.send_multipart(protocol.control("heartbeat", worker="w1", idle=True))
+        wait_listening(d, 0.05)
+        d._resend_unacknowledged(time.monotonic())
+    assert list(d.resend) == [1] and d.resent == 1 and not d.workers["w1"]["silent"]
+    assert d._send_to_worker(d.resend.popleft()) and received_seqs(w1) == [1]
+    d._resend_unacknowledged(time.monotonic() + 10)  # being coded again: not finished
+    assert not d.resend
+    ack.send_multipart(protocol.control("ack", seqs=[1]))
+    pump(d, lambda: not d.inflight)
+    ack.close(linger=0)
 
 
 def test_an_idle_worker_gets_again_what_never_reached_it(rig):
