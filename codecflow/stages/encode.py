@@ -68,7 +68,7 @@ class Heartbeat(threading.Thread):
     def __init__(self, ctx, endpoint: str, wid: str, heartbeat, security):
         super().__init__(daemon=True)
         self.ctx, self.endpoint, self.wid = ctx, endpoint, wid
-        self.heartbeat, self.interval = heartbeat, heartbeat.interval
+        self.heartbeat = heartbeat
         self.security = security
         self.halt = threading.Event()
         self.idle = False
@@ -80,7 +80,7 @@ class Heartbeat(threading.Thread):
         self.security.client(s)
         transport.watch_peer(s, self.heartbeat)
         s.connect(self.endpoint)
-        while not self.halt.wait(self.interval):
+        while not self.halt.wait(self.heartbeat.interval):
             coding = self.coding
             extra = {"coding": coding[0], "coding_s": round(time.monotonic() - coding[1], 3)} \
                 if coding else {}
